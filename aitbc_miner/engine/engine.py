@@ -1,0 +1,282 @@
+"""The Engine: the one object the CLI, the console and remote viewers hold.
+
+``await engine.run()`` owns every loop in one TaskGroup until it is stopped. Viewers read
+``snapshot()``, ``subscribe()`` to events or ``add_listener()`` for snapshots, and act
+only through the command methods (``pause``, ``resume``, ``drain``, ``undrain``,
+``cancel``, ``stop``), each of which returns at once and shows in the next snapshot.
+The engine installs no signal handlers: that belongs to the entry point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .. import workspace
+from ..coordinator import CoordinatorClient
+from ..journal import Journal
+from ..protocol import AssignedJob
+from ..runners import RunnerRegistry
+from ..runners.builtin import BuiltinRunner
+from .bus import SnapshotListener, Subscription
+from .core import Core, HeldJob, Tuning
+from .jobrun import JobRun
+from .outbox import Outbox
+from .poller import Poller
+from .session import Session
+from .slots import SlotPool
+from .snapshot import JobClaimed, JobFinished, ModeChanged, Snapshot
+
+log = logging.getLogger("aitbc_miner.engine")
+
+RETENTION_EVERY_S = 60.0  # how often finished job folders are pruned
+
+
+class Engine:
+    def __init__(
+        self,
+        tuning: Tuning,
+        *,
+        miner_key: str,
+        journal_path: Path,
+        workspace_root: Path,
+        pool: SlotPool | None = None,
+        registry: RunnerRegistry | None = None,
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._journal_path = journal_path
+        workspace_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        client = CoordinatorClient(
+            tuning.coordinator_url, miner_key, tuning.miner_id,
+            connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+            transport=transport)
+        self.core = Core(
+            tuning, client=client, journal=None,  # type: ignore[arg-type]  # opened in run()
+            pool=pool or SlotPool.from_counts(cpu=2, gpu=0),
+            registry=registry or RunnerRegistry([BuiltinRunner()]),
+            workspace_root=workspace_root, miner_key=miner_key,
+            rng=random.Random(seed), clock=clock)
+        self.outbox = Outbox(self.core)
+        self.session = Session(self.core)
+        self.jobs = JobRun(self.core, self.outbox.enqueue)
+        self.poller = Poller(self.core, self._start_job)
+        self._stop_requested = asyncio.Event()
+        self._cancel_on_stop = False
+        self._tg: asyncio.TaskGroup | None = None
+        self._ran = False
+        self._grace_task: asyncio.Task[None] | None = None
+
+    # --- what viewers read ---------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        return self.core.snapshot()
+
+    def subscribe(self, maxlen: int = 1000) -> Subscription:
+        return self.core.bus.subscribe(maxlen)
+
+    def add_listener(self, listener: SnapshotListener) -> Callable[[], None]:
+        return self.core.bus.add_listener(listener)
+
+    async def wait_until(self, predicate: Callable[[Snapshot], bool],
+                         timeout: float | None = 30.0) -> Snapshot:
+        return await self.core.wait_until(predicate, timeout)
+
+    @property
+    def journal(self) -> Journal:
+        return self.core.journal
+
+    # --- commands --------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Stop claiming new jobs; running jobs go on."""
+        self._set(paused=True)
+
+    def resume(self) -> None:
+        self._set(paused=False)
+
+    def drain(self, *, exit_when_drained: bool = False, grace_s: float | None = None) -> None:
+        """Take nothing new; let running jobs finish (cancel them after ``grace_s``)."""
+        core = self.core
+        core.exit_when_drained = core.exit_when_drained or exit_when_drained
+        self._set(draining=True)
+        if grace_s is not None and self._grace_task is None and core.started:
+            self._grace_task = asyncio.get_running_loop().create_task(self._grace(grace_s))
+        self._check_drained()
+
+    def undrain(self) -> None:
+        self.core.exit_when_drained = False
+        if self._grace_task is not None:
+            self._grace_task.cancel()
+            self._grace_task = None
+        self._set(draining=False)
+
+    def cancel(self, job_id: str, reason: str = "operator") -> bool:
+        """Stop a job; it is reported with ``E_CANCELED``. False if we do not hold it."""
+        held = self.core.held.get(job_id)
+        if held is None or held.task is None or held.cancel_reason is not None:
+            return False
+        held.cancel_reason = reason
+        held.task.cancel()
+        self.core.changed()
+        return True
+
+    def cancel_all(self, reason: str = "operator") -> int:
+        return sum(self.cancel(job_id, reason) for job_id in list(self.core.held))
+
+    def stop(self, *, cancel_running: bool = False) -> None:
+        """Leave ``run()``: running jobs finish first unless ``cancel_running``."""
+        self._cancel_on_stop = self._cancel_on_stop or cancel_running
+        if cancel_running:
+            self.cancel_all("shutdown")
+        self._stop_requested.set()
+
+    def _set(self, **flags: bool) -> None:
+        core = self.core
+        before = core.mode
+        for name, value in flags.items():
+            setattr(core, name, value)
+        core.wake_poll.set()
+        if core.mode is not before:
+            core.emit(ModeChanged(at=core.clock(), mode=core.mode.value,
+                                  message=f"mode {before.value} -> {core.mode.value}"))
+        core.changed()
+
+    def _check_drained(self) -> None:
+        core = self.core
+        if core.draining and not core.held and core.exit_when_drained:
+            self._stop_requested.set()
+
+    async def _grace(self, grace_s: float) -> None:
+        await asyncio.sleep(grace_s)
+        if self.core.held:
+            log.warning("drain grace of %.0fs is over; canceling %d job(s)", grace_s,
+                        len(self.core.held))
+            self.cancel_all("drain grace elapsed")
+
+    # --- running ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until ``stop()`` (or a drain with ``exit_when_drained``) completes."""
+        if self._ran:
+            raise RuntimeError("an Engine runs once; make a new one")
+        self._ran = True
+        core = self.core
+        core.journal = await Journal.open(self._journal_path)
+        try:
+            await self._recover()
+            core.started = True
+            core.changed()
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                loops = [
+                    tg.create_task(self.session.run(), name="session"),
+                    tg.create_task(self.poller.run(), name="poll"),
+                    tg.create_task(core.publish_snapshots(), name="publish"),
+                    tg.create_task(self._retention(), name="retention"),
+                ]
+                loops += [tg.create_task(self.outbox.worker(), name=f"outbox-{i}")
+                          for i in range(core.tuning.outbox_workers)]
+                await self._stop_requested.wait()
+                await self._shutdown(loops)
+        finally:
+            core.stopped.set()
+            core.changed()
+            core.bus.close()
+            await core.client.aclose()
+            await core.journal.close()
+
+    async def _recover(self) -> None:
+        core = self.core
+        for job_id in await core.journal.recover():
+            core.emit(JobFinished(at=core.clock(), job_id=job_id, outcome="interrupted",
+                                  code="E_INTERRUPTED",
+                                  message=f"job {job_id} was running when the miner stopped; "
+                                  "reporting E_INTERRUPTED (it is not re-run)"))
+        counts = await core.journal.counts()
+        core.count(
+            claimed=sum(v for k, v in counts.items() if not k.startswith("outcome:")),
+            completed=counts.get("outcome:completed", 0),
+            failed=counts.get("outcome:failed", 0),
+            canceled=counts.get("outcome:canceled", 0),
+            interrupted=counts.get("outcome:interrupted", 0),
+            delivered=counts.get("delivered", 0),
+            rejected=counts.get("rejected", 0),
+        )
+        receipts = await core.journal.receipts()
+        core.count(receipts=len(receipts),
+                   receipts_flagged=sum(1 for r in receipts if not r.counted))
+        await self.outbox.load()
+
+    async def _shutdown(self, loops: list[asyncio.Task[Any]]) -> None:
+        """Stop claiming, let jobs end, flush the outbox, say goodbye, stop the loops."""
+        core = self.core
+        self._set(stopping=True)
+        jobs = [h.task for h in core.held.values() if h.task is not None]
+        if jobs:
+            await asyncio.wait(jobs)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(core.tuning.flush_timeout_s):
+                await self.outbox.wait_empty()
+        if core.outbox_size:
+            log.warning("stopping with %d outcome(s) undelivered; they are kept in the journal "
+                        "and delivered on the next start", core.outbox_size)
+        for task in loops:
+            task.cancel()
+        if self._grace_task is not None:
+            self._grace_task.cancel()
+        await self.session.goodbye()
+
+    async def _start_job(self, job: AssignedJob | dict[str, Any]) -> None:
+        core = self.core
+        if isinstance(job, AssignedJob):
+            job_id, payload = job.job_id, job.payload
+            constraints = job.constraints.model_dump(mode="json")
+            bad = None
+        else:  # a job the coordinator handed us whose body does not parse
+            job_id = str(job["job_id"])
+            payload = job.get("payload") if isinstance(job.get("payload"), dict) else {}
+            constraints = job.get("constraints") if isinstance(job.get("constraints"), dict) else {}
+            bad = "the coordinator's job message is malformed (payload/constraints)"
+        if not await core.journal.claim(job_id, payload, constraints):
+            log.warning("the coordinator handed us job %s again; it is not run twice", job_id,
+                        extra={"job_id": job_id})
+            core.wake_session.set()  # the heartbeat repairs its in-flight count
+            return
+        job_type = str(payload.get("type") or "?")
+        held = HeldJob(job_id=job_id, job_type=job_type, claimed_at=core.clock())
+        core.held[job_id] = held
+        core.count(claimed=1)
+        core.emit(JobClaimed(at=core.clock(), job_id=job_id, job_type=job_type,
+                             message=f"claimed job {job_id} ({job_type})"))
+        assert self._tg is not None
+        held.task = self._tg.create_task(self._job(held, payload, constraints, bad),
+                                         name=f"job-{job_id}")
+
+    async def _job(self, held: HeldJob, payload: dict[str, Any], constraints: dict[str, Any],
+                   bad: str | None) -> None:
+        try:
+            await self.jobs.run(held, payload, constraints, bad)
+        finally:
+            self._check_drained()
+            if self.core.draining:
+                self.core.changed()
+
+    async def _retention(self) -> None:
+        core = self.core
+        while True:
+            await asyncio.to_thread(workspace.prune, core.workspace_root,
+                                    core.tuning.retention_jobs, core.tuning.retention_days,
+                                    set(core.held))
+            await asyncio.sleep(RETENTION_EVERY_S)

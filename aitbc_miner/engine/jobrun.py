@@ -1,0 +1,137 @@
+"""One job's life from claim to staged outcome; the job task is its only writer until then.
+
+Order matters and is journaled: ``running`` is committed before the runner starts, and
+the outcome is committed (shielded from cancellation) before the slot is given back.
+A cancellation that the operator asked for becomes ``E_CANCELED``; a timeout ``E_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .. import workspace
+from ..codes import ErrorCode
+from ..journal import Outcome
+from ..runners.base import JobFailed, RunContext
+from .core import Core, HeldJob
+from .slots import NoSlotOfKind
+from .snapshot import JobFinished, JobLogLine, JobStarted, OutcomeView
+
+Enqueue = Any  # Callable[[str], None]; the outbox's enqueue
+
+
+class JobRun:
+    def __init__(self, core: Core, enqueue: Enqueue) -> None:
+        self.core = core
+        self.enqueue = enqueue
+
+    def timeout_for(self, payload: Mapping[str, Any]) -> float:
+        """The job's ``timeout_s`` when it asks for one, bounded by the operator's maximum."""
+        t = self.core.tuning
+        asked = payload.get("timeout_s")
+        if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > 0:
+            return min(float(asked), t.max_timeout_s)
+        return t.default_timeout_s
+
+    async def run(self, held: HeldJob, payload: dict[str, Any], constraints: dict[str, Any],
+                  bad_payload: str | None = None) -> None:
+        core = self.core
+        started: float | None = None
+        try:
+            if bad_payload is not None:
+                raise JobFailed(ErrorCode.E_BADJOB, bad_payload)
+            runner = core.registry.for_payload(payload)
+            try:
+                slot = await core.pool.acquire(runner.slot_kind, held.job_id)
+            except NoSlotOfKind as exc:
+                raise JobFailed(ErrorCode.E_UNSUPPORTED, str(exc)) from exc
+            held.slot = slot
+            await core.journal.mark_running(held.job_id, slot.slot_id)
+            held.started_at = core.clock()
+            started = time.perf_counter()
+            core.emit(JobStarted(at=core.clock(), job_id=held.job_id, slot=slot.slot_id,
+                                 message=f"job {held.job_id} ({held.job_type}) started on "
+                                 f"{slot.slot_id}"))
+            folder = await asyncio.to_thread(
+                workspace.prepare, core.workspace_root, held.job_id,
+                {"job_id": held.job_id, "payload": payload, "constraints": constraints})
+            ctx = RunContext(
+                job_id=held.job_id, slot_id=slot.slot_id, slot_kind=slot.kind, workspace=folder,
+                timeout_s=self.timeout_for(payload), constraints=constraints,
+                gpu_uuid=slot.gpu_uuid, report_progress=lambda p: self._progress(held, p),
+                report_log=lambda line: self._log(held, line))
+            async with asyncio.timeout(ctx.timeout_s):
+                output = await runner.run(payload, ctx)
+            metrics = {**output.metrics, "duration_ms": _ms_since(started)}
+            body = {"result": output.result, "metrics": metrics}
+            try:
+                json.dumps(body, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise JobFailed(ErrorCode.E_BADRESULT, f"result is not JSON: {exc}") from exc
+            await self._stage(held, Outcome.COMPLETED, "result", body, None, started)
+        except JobFailed as exc:
+            await self._stage_failure(held, exc.code, exc.message, exc.metrics, started)
+        except TimeoutError:
+            await self._stage_failure(held, ErrorCode.E_TIMEOUT,
+                                      f"ran past its {self.timeout_for(payload):g}s limit", {},
+                                      started)
+        except asyncio.CancelledError:
+            reason = held.cancel_reason
+            await self._stage_failure(held, ErrorCode.E_CANCELED,
+                                      f"canceled by {reason or 'shutdown'}", {}, started)
+            if reason is None:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        except Exception as exc:  # a bug in a runner or here: report it, never lose the job
+            await self._stage_failure(held, ErrorCode.E_INTERNAL,
+                                      f"{type(exc).__name__}: {exc}", {}, started)
+        finally:
+            if held.slot is not None:
+                core.pool.release(held.slot)
+            core.held.pop(held.job_id, None)
+            core.wake_poll.set()
+            core.changed()
+
+    async def _stage_failure(self, held: HeldJob, code: ErrorCode, message: str,
+                             metrics: Mapping[str, Any], started: float | None) -> None:
+        body = {"error_code": code.value, "error_message": message,
+                "metrics": {**metrics, "duration_ms": _ms_since(started)}}
+        outcome = Outcome.CANCELED if code is ErrorCode.E_CANCELED else Outcome.FAILED
+        await self._stage(held, outcome, "fail", body, code, started)
+
+    async def _stage(self, held: HeldJob, outcome: Outcome, endpoint: str,
+                     body: dict[str, Any], code: ErrorCode | None, started: float | None) -> None:
+        core = self.core
+        # Shielded: once the outcome exists it reaches the journal, cancel or not.
+        await asyncio.shield(core.journal.stage(held.job_id, outcome, endpoint, body, code))
+        await asyncio.shield(asyncio.to_thread(
+            workspace.write_outcome, core.workspace_root, held.job_id,
+            {"outcome": outcome.value, "endpoint": endpoint, "body": body}))
+        duration = None if started is None else round(time.perf_counter() - started, 3)
+        counter = {Outcome.COMPLETED: "completed", Outcome.CANCELED: "canceled"}.get(
+            outcome, "failed")
+        core.count(**{counter: 1})
+        core.recent.append(OutcomeView(held.job_id, held.job_type, outcome.value,
+                                       code.value if code else None, core.clock(), duration))
+        text = f"job {held.job_id} {outcome.value}" + (f" ({code.value}: {body.get('error_message')})"
+                                                       if code else "")
+        core.emit(JobFinished(at=core.clock(), job_id=held.job_id, outcome=outcome.value,
+                              code=code.value if code else None, duration_s=duration,
+                              slot=held.slot.slot_id if held.slot else None, message=text))
+        self.enqueue(held.job_id)
+
+    def _progress(self, held: HeldJob, progress: Mapping[str, Any]) -> None:
+        held.progress.update(progress)
+        self.core.changed()
+
+    def _log(self, held: HeldJob, line: str) -> None:
+        self.core.emit(JobLogLine(at=self.core.clock(), job_id=held.job_id, line=line[-500:],
+                                  message=line[-500:]))
+
+
+def _ms_since(started: float | None) -> int:
+    return 0 if started is None else int((time.perf_counter() - started) * 1000)

@@ -1,0 +1,201 @@
+"""The outbox: deliver every staged outcome exactly once, across outages and restarts.
+
+``/result`` and ``/fail`` are not idempotent (a second ``/result`` makes a second
+receipt), so before each send the job is journaled ``uncertain`` ("may be in flight"),
+and only the coordinator's answer moves it on:
+
+* 200 -> ``delivered`` (the receipt is verified and stored).
+* the request provably never arrived (connect error/timeout, pool timeout), a 5xx
+  (the server says it failed) or 429 (refused) -> back to ``staged``; resent after a
+  capped, jittered backoff, forever: the coordinator is allowed to be down.
+* 404/422 -> ``rejected``: the coordinator will never take it; the operator sees why.
+* read timeout, connection dropped after sending, unreadable 200 -> stays
+  ``uncertain`` and is resolved on purpose (also after a crash mid-send):
+
+  - ``/result`` where the coordinator lets us look (2026-08's earnings call lists our
+    jobs): if the job is listed, it arrived -> ``delivered``; else it is resent.
+  - ``/result`` where it does not (2026-01): **resent**. Losing a client's result is
+    worse than a duplicate receipt; the ledger counts one receipt per job and flags any
+    duplicate so the operator can dispute it.
+  - ``/fail``: resent. A repeated failure report makes no receipt and no charge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..backoff import Backoff
+from ..coordinator import (
+    AuthRefused,
+    CoordinatorError,
+    Invalid,
+    NotFound,
+    ProtocolViolation,
+    RateLimited,
+    Uncertain,
+    Unavailable,
+)
+from ..journal import FINAL_STATES, JobRecord, JobState
+from ..receipts import verify
+from .core import Core
+from .snapshot import DeliveryProblem, Link, OutcomeDelivered, ReceiptStored
+
+
+class Outbox:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._pending: set[str] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def enqueue(self, job_id: str) -> None:
+        if job_id in self._pending:
+            return
+        self._pending.add(job_id)
+        self._empty.clear()
+        self._queue.put_nowait(job_id)
+        self._sync_size()
+
+    async def load(self) -> None:
+        """Queue what a previous run left undelivered."""
+        for record in await self.core.journal.outbox():
+            self.enqueue(record.job_id)
+
+    async def wait_empty(self) -> None:
+        await self._empty.wait()
+
+    def _sync_size(self) -> None:
+        self.core.outbox_size = len(self._pending)
+        self.core.changed()
+
+    async def worker(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            try:
+                await self.deliver(job_id)
+            finally:
+                self._pending.discard(job_id)
+                if not self._pending:
+                    self._empty.set()
+                self._sync_size()
+
+    async def deliver(self, job_id: str) -> None:
+        core = self.core
+        backoff = Backoff(rng=core.rng)
+        while True:
+            record = await core.journal.get(job_id)
+            if record is None or record.state in FINAL_STATES:
+                return
+            if record.state is JobState.UNCERTAIN:
+                if await self._resolve(record):
+                    return
+                continue
+            await core.journal.mark_uncertain(job_id, f"sending /{record.endpoint}")
+            try:
+                await self._send(record)
+                return
+            except Uncertain as exc:
+                core.count(uncertain=1)
+                delay = backoff.next_delay()
+                self._problem(record, backoff.attempt, delay, f"{exc}; outcome uncertain")
+            except (NotFound, Invalid) as exc:
+                await core.journal.mark_rejected(job_id, str(exc))
+                core.count(rejected=1)
+                self._problem(record, backoff.attempt + 1, None,
+                              f"the coordinator refused the outcome for good: {exc}")
+                return
+            except AuthRefused as exc:
+                await core.journal.mark_staged_again(job_id, str(exc))
+                core.set_link(Link.AUTH_REFUSED, f"/{record.endpoint} answered {exc.message}")
+                await core.wait_until(lambda s: s.connection.link is not Link.AUTH_REFUSED,
+                                      timeout=None)
+                continue
+            except (Unavailable, ProtocolViolation) as exc:
+                await core.journal.mark_staged_again(job_id, str(exc))
+                delay = backoff.next_delay(exc.retry_after if isinstance(exc, RateLimited) else None)
+                self._problem(record, backoff.attempt, delay, str(exc))
+            await asyncio.sleep(delay)
+
+    async def _send(self, record: JobRecord) -> None:
+        core = self.core
+        body = record.body or {}
+        if record.endpoint == "result":
+            answer = await core.client.result(record.job_id, body)
+            await core.journal.mark_delivered(record.job_id)
+            if answer.receipt is not None:
+                await self._store_receipt(record, answer.receipt)
+        else:
+            await core.client.fail(record.job_id, body)
+            await core.journal.mark_delivered(record.job_id)
+            # 2026-08 keeps counting a failed job as in flight until a heartbeat says otherwise.
+            core.wake_session.set()
+        self._delivered(record)
+
+    def _delivered(self, record: JobRecord) -> None:
+        core = self.core
+        core.count(delivered=1)
+        core.emit(OutcomeDelivered(at=core.clock(), job_id=record.job_id,
+                                   endpoint=record.endpoint or "?", attempts=record.attempts + 1,
+                                   message=f"job {record.job_id}: /{record.endpoint} delivered"))
+
+    async def _resolve(self, record: JobRecord) -> bool:
+        """Settle an uncertain delivery; True when it turned out delivered."""
+        core = self.core
+        if record.endpoint == "result" and core.lookup_supported is not False:
+            try:
+                earnings = await core.client.earnings()
+            except CoordinatorError as exc:
+                self._problem(record, record.attempts, 1.0, f"cannot look the job up yet: {exc}")
+                await asyncio.sleep(core.rng.uniform(0.5, 1.5))
+                return False
+            core.lookup_supported = earnings is not None
+            if earnings is not None:
+                if any(e.job_id == record.job_id for e in earnings.earnings_history):
+                    await core.journal.mark_delivered(
+                        record.job_id, "the coordinator lists it (earnings); receipt not received")
+                    self._delivered(record)
+                    return True
+                await core.journal.mark_staged_again(
+                    record.job_id, "the coordinator has no record of it; resending")
+                return False
+        policy = (
+            "resending /fail: a repeated failure report makes no receipt and no charge"
+            if record.endpoint == "fail"
+            else "this coordinator cannot be asked; policy: resend, and count one receipt per job"
+        )
+        await core.journal.mark_staged_again(record.job_id, policy)
+        return False
+
+    async def _store_receipt(self, record: JobRecord, receipt: dict[str, Any]) -> None:
+        core = self.core
+        metrics = (record.body or {}).get("metrics", {})
+        units = metrics.get("units")
+        if not isinstance(units, int | float):
+            units = metrics.get("duration_ms", 0) / 1000
+        check = verify(receipt, pinned_key=core.tuning.pinned_key, job_id=record.job_id,
+                       providers=frozenset({core.tuning.miner_id, core.miner_key}),
+                       units=float(units))
+        stored = await core.journal.store_receipt(
+            record.job_id, receipt, verdict=check.verdict.value, reason=check.reason,
+            key_id=check.key_id, counted=check.counted)
+        core.count(receipts=1, receipts_flagged=0 if stored.counted else 1)
+        note = "" if stored.counted else (
+            " DUPLICATE: not counted" if stored.duplicate else f" NOT COUNTED: {check.reason}")
+        core.emit(ReceiptStored(at=core.clock(), job_id=record.job_id,
+                                receipt_id=stored.receipt_id, price=stored.price,
+                                verdict=check.verdict.value, counted=stored.counted,
+                                duplicate=stored.duplicate,
+                                message=f"receipt {stored.receipt_id} for job {record.job_id}: "
+                                f"{stored.price} AITBC, {check.verdict.value}{note}"))
+
+    def _problem(self, record: JobRecord, attempt: int, delay: float | None, reason: str) -> None:
+        core = self.core
+        then = f"; retrying in {delay:.1f}s" if delay is not None else ""
+        core.emit(DeliveryProblem(at=core.clock(), job_id=record.job_id,
+                                  endpoint=record.endpoint or "?", attempt=attempt,
+                                  delay_s=None if delay is None else round(delay, 3),
+                                  reason=reason,
+                                  message=f"job {record.job_id}: /{record.endpoint} attempt "
+                                  f"{attempt}: {reason}{then}"))

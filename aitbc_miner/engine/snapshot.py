@@ -1,0 +1,260 @@
+"""What the engine shows the world: immutable snapshots and typed events.
+
+This module and the engine's command methods are the whole surface the console and any
+remote viewer use. Everything here is frozen; a viewer can keep a snapshot as long as
+it likes while the engine moves on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class Mode(StrEnum):
+    """What the operator asked for, as the header shows it."""
+
+    STARTING = "starting"
+    RUNNING = "running"  # claiming work
+    PAUSED = "paused"  # not claiming; running jobs go on
+    DRAINING = "draining"  # not claiming; will idle (or exit) once running jobs finish
+    DRAINED = "drained"  # draining and nothing left running
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Link(StrEnum):
+    """The state of the miner's session with the coordinator."""
+
+    CONNECTING = "connecting"
+    REGISTERED = "registered"
+    BACKING_OFF = "backing_off"
+    AUTH_REFUSED = "auth_refused"
+    OFFLINE = "offline"  # we said goodbye (shutdown)
+
+
+class SlotState(StrEnum):
+    IDLE = "idle"
+    RUNNING = "running"
+    DRAINING = "draining"  # running, and no new job will follow
+    PAUSED = "paused"  # idle, and no claim will start
+    LOST = "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotView:
+    slot_id: str  # "cpu:0", "gpu:<uuid>"
+    kind: str
+    state: SlotState
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    job_id: str
+    job_type: str
+    slot_id: str | None  # None while waiting for a slot of its kind
+    claimed_at: float
+    started_at: float | None
+    state: str  # "queued", "running", "canceling"
+    progress: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LoopView:
+    name: str  # "session", "poll", "outbox"
+    activity: str  # "polling every 0.5s", "backing off 2.1s after 503"
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionView:
+    link: Link
+    url: str
+    last_heartbeat_at: float | None = None
+    backoff_until: float | None = None
+    reason: str | None = None  # why backing off / refused
+    lookup_supported: bool | None = None  # can we ask the coordinator about a job (2026-08)?
+    concurrency: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    canceled: int = 0
+    interrupted: int = 0
+    delivered: int = 0
+    rejected: int = 0
+    uncertain: int = 0
+    receipts: int = 0
+    receipts_flagged: int = 0  # invalid, mismatched or duplicate: not counted
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeView:
+    job_id: str
+    job_type: str
+    outcome: str
+    error_code: str | None
+    at: float
+    duration_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    seq: int
+    at: float
+    version: str
+    miner_id: str
+    mode: Mode
+    connection: ConnectionView
+    loops: tuple[LoopView, ...]
+    slots: tuple[SlotView, ...]
+    jobs: tuple[RunningJob, ...]
+    counters: Counters
+    outbox: int
+    recent: tuple[OutcomeView, ...]
+    poll_interval_s: float
+    polls_in_flight: int
+
+    @property
+    def running(self) -> int:
+        return sum(1 for j in self.jobs if j.slot_id is not None)
+
+    def job(self, job_id: str) -> RunningJob | None:
+        return next((j for j in self.jobs if j.job_id == job_id), None)
+
+
+# --- events --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Something that happened; ``name`` is the stable event name in logs."""
+
+    name: ClassVar[str] = "event"
+    level: ClassVar[str] = "INFO"
+    at: float
+    message: str = field(default="")
+
+    def severity(self) -> str:
+        return self.level
+
+    def fields(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("at")
+        data.pop("message")
+        return {k: v for k, v in data.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registered(Event):
+    name: ClassVar[str] = "registered"
+    concurrency: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkChanged(Event):
+    name: ClassVar[str] = "link_changed"
+    link: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackingOff(Event):
+    name: ClassVar[str] = "backing_off"
+    level: ClassVar[str] = "WARNING"
+    loop: str
+    delay_s: float
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthRefusedEvent(Event):
+    name: ClassVar[str] = "auth_refused"
+    level: ClassVar[str] = "ERROR"
+    endpoint: str
+    status: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtocolProblem(Event):
+    name: ClassVar[str] = "protocol_error"
+    level: ClassVar[str] = "WARNING"
+    endpoint: str
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModeChanged(Event):
+    name: ClassVar[str] = "mode_changed"
+    mode: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobClaimed(Event):
+    name: ClassVar[str] = "job_claimed"
+    job_id: str
+    job_type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobStarted(Event):
+    name: ClassVar[str] = "job_started"
+    job_id: str
+    slot: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFinished(Event):
+    name: ClassVar[str] = "job_finished"
+    job_id: str
+    outcome: str
+    code: str | None = None
+    duration_s: float | None = None
+    slot: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobLogLine(Event):
+    name: ClassVar[str] = "job_log"
+    level: ClassVar[str] = "DEBUG"
+    job_id: str
+    line: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutcomeDelivered(Event):
+    name: ClassVar[str] = "outcome_delivered"
+    job_id: str
+    endpoint: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryProblem(Event):
+    name: ClassVar[str] = "delivery_problem"
+    level: ClassVar[str] = "WARNING"
+    job_id: str
+    endpoint: str
+    attempt: int
+    delay_s: float | None = None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptStored(Event):
+    name: ClassVar[str] = "receipt_stored"
+    job_id: str
+    receipt_id: str
+    price: float | None
+    verdict: str
+    counted: bool
+    duplicate: bool
+
+    def severity(self) -> str:
+        return "INFO" if self.counted else "ERROR"

@@ -1,0 +1,69 @@
+"""Per-job folders ``jobs/<job_id>/`` (job.json, log.txt, result.json) and their retention.
+
+Everything here is plain blocking file I/O; the engine calls it through
+``asyncio.to_thread`` so the event loop never waits on a disk.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+LOG_CAP_BYTES = 1 << 20  # a job's log.txt stops growing at 1 MiB
+
+
+def job_dir(root: Path, job_id: str) -> Path:
+    """The job's folder; ids are sanitised so no job id can point outside ``root``."""
+    name = SAFE_ID.sub("_", job_id)[:128] or "_"
+    if name in (".", ".."):
+        name = "_" + name
+    return root / name
+
+
+def prepare(root: Path, job_id: str, job: Mapping[str, Any]) -> Path:
+    path = job_dir(root, job_id)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (path / "job.json").write_text(json.dumps(job, indent=2, default=str))
+    return path
+
+
+def write_outcome(root: Path, job_id: str, outcome: Mapping[str, Any]) -> None:
+    path = job_dir(root, job_id)
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path / "result.json.tmp"
+    tmp.write_text(json.dumps(outcome, indent=2, default=str))
+    tmp.replace(path / "result.json")
+
+
+def append_log(root: Path, job_id: str, line: str) -> None:
+    path = job_dir(root, job_id) / "log.txt"
+    if path.exists() and path.stat().st_size > LOG_CAP_BYTES:
+        return
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(line.rstrip("\n") + "\n")
+
+
+def prune(root: Path, keep_jobs: int, keep_days: float, active: Collection[str]) -> list[str]:
+    """Delete the folders of finished jobs beyond the newest ``keep_jobs`` or older than
+    ``keep_days``; folders of ``active`` jobs are never touched. Returns what was removed."""
+    if not root.is_dir():
+        return []
+    protected = {job_dir(root, j).name for j in active}
+    folders = sorted(
+        (p for p in root.iterdir() if p.is_dir() and p.name not in protected),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    cutoff = time.time() - keep_days * 86400
+    removed = []
+    for index, folder in enumerate(folders):
+        if index >= keep_jobs or folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed

@@ -1,0 +1,1 @@
+"""The operator console (Textual). It reads engine snapshots and sends engine commands only."""
