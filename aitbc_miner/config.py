@@ -1,0 +1,628 @@
+"""The miner's settings: one frozen, validated object from file, environment and flags.
+
+Precedence, highest first: command-line flags (``overrides``), environment variables
+``AITBC_MINER_<SECTION>__<KEY>`` (``AITBC_MINER_SLOTS__CPU=4``), the YAML file, defaults.
+Unknown keys are errors in every layer. Every failure is a :class:`ConfigError` whose
+message is one line naming the key path and where the value came from; the CLI maps it
+to ``ExitCode.CONFIG``. The miner key is a ``SecretStr``: it never appears in ``repr``,
+dumps, error messages or :func:`render_effective`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import difflib
+import logging
+import os
+import re
+import socket
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from . import logs
+from .protocol import API_PREFIX
+
+__all__ = [
+    "APP_NAME", "CONFIG_ENV_VAR", "ENV_PREFIX", "NON_SETTINGS_ENV_VARS", "ConfigError",
+    "ConsoleSettings", "CoordinatorSettings", "JobSettings", "LogSettings", "MinerSettings",
+    "PathSettings", "PollSettings", "Settings", "SlotSettings", "WorkspaceSettings",
+    "default_config_path", "env_var_name", "load_settings", "render_effective",
+]
+
+APP_NAME = "aitbc-miner"
+ENV_PREFIX = "AITBC_MINER_"
+ENV_DELIMITER = "__"
+#: Names the config file; a ``--config`` flag wins over it.
+CONFIG_ENV_VAR = "AITBC_MINER_CONFIG"
+#: ``AITBC_MINER_*`` variables that are not settings; any other unknown one is an error.
+NON_SETTINGS_ENV_VARS = frozenset({CONFIG_ENV_VAR})
+#: Key paths whose values are never echoed in errors or renders.
+SECRET_PATHS = frozenset({("miner", "key")})
+_MAX_SHOWN = 60  # characters of an offending value quoted in an error
+
+log = logging.getLogger(__name__)
+_warned_key_files: set[Path] = set()
+
+
+class ConfigError(Exception):
+    """Raised for any invalid configuration input; ``str()`` is one line for the operator."""
+
+
+def default_config_path() -> Path:
+    """The per-user config file, used only when it exists and no other file is named."""
+    return platformdirs.user_config_path(APP_NAME, appauthor=False) / "config.yaml"
+
+
+def env_var_name(*path: str) -> str:
+    """The variable that sets a key: ``("slots", "cpu")`` -> ``AITBC_MINER_SLOTS__CPU``."""
+    return ENV_PREFIX + ENV_DELIMITER.join(path).upper()
+
+
+# --- field types ------------------------------------------------------------------
+
+
+def _no_bool(value: Any) -> Any:
+    # YAML 1.1 reads `yes`/`on` as true; pydantic would quietly turn that into 1.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not a boolean")
+    return value
+
+
+def _clean_path(value: Path | None) -> Path | None:
+    if value is not None and str(value) in ("", "."):
+        raise ValueError("must not be empty")
+    return None if value is None else value.expanduser().absolute()
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+OptPath = Annotated[Path | None, AfterValidator(_clean_path)]
+
+
+def _doc(default: Any, description: str, **constraints: Any) -> Any:
+    """A field with its one-line description (shown in the reference table)."""
+    if callable(default):
+        return Field(default_factory=default, description=description, **constraints)
+    return Field(default, description=description, **constraints)
+
+
+def _check_order(low_name: str, low: float, high_name: str, high: float) -> None:
+    if low > high:
+        raise ValueError(f"{low_name} ({low}) must not exceed {high_name} ({high})")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class CoordinatorSettings(_Section):
+    url: str = _doc(
+        "http://127.0.0.1:18000",
+        "Coordinator base URL (http or https), with or without the trailing /v1",
+    )
+    connect_timeout_s: Float = _doc(
+        3.0, "Seconds to wait for a connection to the coordinator", gt=0
+    )
+    read_timeout_s: Float = _doc(10.0, "Seconds to wait for its answer once connected", gt=0)
+    public_key: str | None = _doc(
+        None, "Pinned coordinator receipt key: URL-safe base64 of the raw 32-byte Ed25519 key"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        try:
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        if not parts.hostname:
+            raise ValueError("has no host")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("must not contain credentials, a query or a fragment")
+        return parts.geturl().rstrip("/")
+
+    @field_validator("public_key")
+    @classmethod
+    def _check_public_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        text = value.strip().rstrip("=")
+        raw = b""
+        if re.fullmatch(r"[A-Za-z0-9_-]+", text):
+            with contextlib.suppress(binascii.Error, ValueError):
+                raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        if len(raw) != 32:
+            raise ValueError("must be URL-safe base64 of exactly 32 bytes")
+        return text  # unpadded: the form receipts carry in key_id
+
+    @property
+    def root(self) -> str:
+        """The URL without the API prefix, e.g. ``http://127.0.0.1:18000``."""
+        return self.url.removesuffix(API_PREFIX)
+
+    @property
+    def api_base(self) -> str:
+        """The URL endpoint paths are appended to; always ends with ``/v1``."""
+        return self.root + API_PREFIX
+
+
+class MinerSettings(_Section):
+    id: str = _doc(
+        socket.gethostname, "Miner identity shown to the coordinator (at most 128 characters)"
+    )
+    key: SecretStr | None = _doc(
+        None, "Miner API key; better set through the environment than in the file"
+    )
+    key_file: OptPath = _doc(None, "File holding the miner API key; keep it mode 0600")
+    region: str | None = _doc(None, "Region label sent at registration")
+    price: Float | None = _doc(
+        None, "Asking price in AITBC per unit, sent as the `price` capability", ge=0
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        if len(value) > 128 or not value.isprintable():
+            raise ValueError("must be at most 128 printable characters")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return None if value is None else SecretStr(value.get_secret_value().strip())
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> MinerSettings:
+        if self.key is not None and self.key_file is not None:
+            raise ValueError("set key or key_file, not both")
+        return self
+
+
+class PollSettings(_Section):
+    min_interval_s: Float = _doc(0.25, "Seconds between polls while work keeps coming", gt=0)
+    max_interval_s: Float = _doc(1.0, "Longest pause between polls when there is no work", gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PollSettings:
+        _check_order("min_interval_s", self.min_interval_s, "max_interval_s", self.max_interval_s)
+        return self
+
+
+class SlotSettings(_Section):
+    cpu: Int = _doc(2, "Number of CPU job slots", ge=0)
+    gpu: Int = _doc(0, "Number of GPU job slots", ge=0)
+
+    @model_validator(mode="after")
+    def _some_slot(self) -> SlotSettings:
+        if self.cpu + self.gpu < 1:
+            raise ValueError("at least one slot is needed (cpu + gpu >= 1)")
+        return self
+
+
+class JobSettings(_Section):
+    default_timeout_s: Float = _doc(
+        600.0, "Wall-clock limit in seconds of a job that names none", gt=0
+    )
+    max_timeout_s: Float = _doc(3600.0, "Upper bound in seconds on any job's limit", gt=0)
+    drain_grace_s: Float = _doc(
+        300.0, "On SIGTERM, seconds running jobs may finish before they are canceled", ge=0
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> JobSettings:
+        _check_order(
+            "default_timeout_s", self.default_timeout_s, "max_timeout_s", self.max_timeout_s
+        )
+        return self
+
+
+class WorkspaceSettings(_Section):
+    retention_jobs: Int = _doc(200, "Keep the newest N finished job folders", ge=0)
+    retention_days: Float = _doc(7.0, "Delete finished job folders older than this many days", ge=0)
+
+
+class PathSettings(_Section):
+    state_dir: OptPath = _doc(None, "Directory holding the journal (journal.sqlite3)")
+    data_dir: OptPath = _doc(None, "Directory holding job workspaces (jobs/)")
+
+    @property
+    def effective_state_dir(self) -> Path:
+        return self.state_dir or platformdirs.user_state_path(APP_NAME, appauthor=False)
+
+    @property
+    def effective_data_dir(self) -> Path:
+        return self.data_dir or platformdirs.user_data_path(APP_NAME, appauthor=False)
+
+    @property
+    def journal_path(self) -> Path:
+        return self.effective_state_dir / "journal.sqlite3"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.effective_data_dir / "jobs"
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _doc(
+        "INFO", "Lowest level logged (DEBUG adds tracebacks)"
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class ConsoleSettings(_Section):
+    theme: str = _doc("aitbc-dark", "Console colour theme", min_length=1)
+
+
+_SECTIONS = frozenset(
+    {"coordinator", "miner", "poll", "slots", "jobs", "workspace", "paths", "log", "console"}
+)
+
+
+class Settings(BaseSettings):
+    """Everything the miner reads at start; build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False,
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER, case_sensitive=False,
+    )
+
+    coordinator: CoordinatorSettings = _doc(CoordinatorSettings, "The coordinator")
+    miner: MinerSettings = _doc(MinerSettings, "This miner's identity, credential and offer")
+    heartbeat_interval_s: Float = _doc(15.0, "Seconds between heartbeats to the coordinator", ge=1)
+    poll: PollSettings = _doc(PollSettings, "How often to ask for work")
+    slots: SlotSettings = _doc(SlotSettings, "How many jobs run at once, per kind")
+    jobs: JobSettings = _doc(JobSettings, "Job time limits and shutdown grace")
+    workspace: WorkspaceSettings = _doc(WorkspaceSettings, "Retention of job folders")
+    paths: PathSettings = _doc(PathSettings, "Where state and job data live")
+    log: LogSettings = _doc(LogSettings, "Logging")
+    console: ConsoleSettings = _doc(ConsoleSettings, "Operator console")
+
+    # Where the values came from, for render_effective (not settings themselves).
+    _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # A section whose keys are all commented out parses as null; read it as empty.
+        if isinstance(data, dict):
+            return {k: ({} if v is None and k in _SECTIONS else v) for k, v in data.items()}
+        return data
+
+    def miner_key(self) -> str | None:
+        """The miner key from ``miner.key`` or ``miner.key_file``, registered for log redaction.
+
+        Raises:
+            ConfigError: the key file is missing, unreadable or empty.
+        """
+        if self.miner.key is not None:
+            value = self.miner.key.get_secret_value()
+        elif self.miner.key_file is not None:
+            value = _read_key_file(self.miner.key_file)
+        else:
+            return None
+        logs.add_secret(value)
+        return value
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ConfigError(f"config error: miner.key_file: cannot read {path}: {reason}") from None
+    if not text:
+        raise ConfigError(f"config error: miner.key_file: {path} is empty")
+    if mode & 0o077 and path not in _warned_key_files:
+        _warned_key_files.add(path)
+        who = "everyone" if mode & 0o007 else "its group"
+        log.warning(
+            "miner key file %s is readable by %s (mode %04o); run: chmod 600 %s",
+            path, who, stat.S_IMODE(mode), path,
+            extra={"path": str(path), "mode": f"{stat.S_IMODE(mode):04o}"},
+        )
+    return text
+
+
+# --- loading ----------------------------------------------------------------------
+
+# Each layer's raw data and its label, highest precedence first; None labels the environment.
+_Layers = tuple[tuple[Mapping[str, Any], str | None], ...]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """The environment source, reading a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self._env_map = env
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._env_map.items()}
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """Already-parsed data (the YAML file, the flags) as a settings source."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}", problem_mark=mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ConfigError(f"config error: cannot read {path}: {reason}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = _one_line(str(exc.problem or "invalid YAML"))
+        if exc.context and exc.context_mark:
+            problem += f" ({exc.context} started on line {exc.context_mark.line + 1})"
+        raise ConfigError(f"config error: {path}{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config error: {path}: {_one_line(str(exc))}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"config error: {path}: the top level must be a mapping, not a {kind}")
+    return data
+
+
+def _resolve_config_path(config_path: Path | None, env: Mapping[str, str]) -> Path | None:
+    if config_path is not None:
+        chosen, named_by = Path(config_path).expanduser(), "--config"
+    elif env.get(CONFIG_ENV_VAR):
+        chosen, named_by = Path(env[CONFIG_ENV_VAR]).expanduser(), CONFIG_ENV_VAR
+    else:
+        default = default_config_path()
+        return default if default.is_file() else None
+    if not chosen.exists():
+        raise ConfigError(f"config error: config file {chosen} ({named_by}) does not exist")
+    return chosen
+
+
+def _check_env_names(env: Mapping[str, str]) -> list[str]:
+    used = []
+    for name in env:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NON_SETTINGS_ENV_VARS:
+            continue
+        head = upper[len(ENV_PREFIX):].split(ENV_DELIMITER)[0].lower()
+        if head not in Settings.model_fields:
+            hint = _suggest(head, Settings.model_fields)
+            where = f"at top level{hint} [from {name}]"
+            raise ConfigError(f"config error: unknown key {head!r} {where}")
+        used.append(name)
+    return sorted(used)
+
+
+def _drop_none(data: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            value = _drop_none(value)
+            if not value:
+                continue
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def load_settings(
+    config_path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Load, merge and validate the configuration.
+
+    ``config_path`` is the ``--config`` flag (a missing file is an error); otherwise
+    ``AITBC_MINER_CONFIG``, then :func:`default_config_path` if that file exists.
+    ``overrides`` holds flag values as a nested dict; ``None`` values mean "flag not given".
+    ``env`` defaults to ``os.environ``.
+
+    Raises:
+        ConfigError: any unreadable file, YAML error, unknown key or invalid value.
+    """
+    env = dict(os.environ if env is None else env)
+    path = _resolve_config_path(config_path, env)
+    file_data = _read_yaml(path) if path else {}
+    flag_data = _drop_none(overrides or {})
+    env_names = _check_env_names(env)
+    sources = (
+        _DictSource(Settings, flag_data),
+        _MappingEnvSource(Settings, env),
+        _DictSource(Settings, file_data),
+    )
+    layers: _Layers = ((flag_data, "command line"), (env, None), (file_data, str(path)))
+    try:
+        settings = Settings(_build_sources=(sources, {}))
+    except ValidationError as exc:
+        errors = exc.errors(include_input=True, include_url=False)
+        message = "; ".join(_describe(err, layers) for err in errors)
+        raise ConfigError(f"config error: {message}") from None
+    except SettingsError as exc:  # a section set through one variable, not as valid JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = found.group(1) if found else "settings"
+        where = f" [from {env_var_name(name)}]" if found else ""
+        raise ConfigError(f"config error: {name}: value is not valid JSON{where}") from None
+    settings._origin = {"file": path, "env": env_names, "flags": sorted(_dotted_keys(flag_data))}
+    return settings
+
+
+# --- error messages ---------------------------------------------------------------
+
+
+def _describe(err: Any, layers: _Layers) -> str:
+    loc = tuple(str(part) for part in err["loc"])
+    source = _source_of(loc, layers)
+    suffix = f" [from {source}]" if source else ""
+    if err["type"] == "extra_forbidden":
+        parent = loc[:-1]
+        where = "at top level" if not parent else f"in {'.'.join(parent)}"
+        return f"unknown key {loc[-1]!r} {where}{_suggest(loc[-1], _fields_at(parent))}{suffix}"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{'.'.join(loc) or 'settings'}: {message}{_shown(loc, err.get('input'))}{suffix}"
+
+
+def _shown(loc: tuple[str, ...], value: Any) -> str:
+    """`` (got X)`` for a scalar input, never for a secret, with URL credentials masked."""
+    if loc in SECRET_PATHS or not isinstance(value, str | int | float):
+        return ""
+    if isinstance(value, bool):
+        return f" (got {str(value).lower()})"
+    if isinstance(value, str):
+        text = repr(logs.redact(re.sub(r"//[^/@]*@", "//***@", value)))
+    else:
+        text = str(value)
+    return f" (got {text[:_MAX_SHOWN]}{'...' if len(text) > _MAX_SHOWN else ''})"
+
+
+def _source_of(loc: tuple[str, ...], layers: _Layers) -> str | None:
+    """Name the layers that supplied ``loc`` (or anything under it), the winning one first."""
+    found: list[str] = []
+    for data, label in layers:
+        if label is None:  # the environment: name the variables
+            wanted = {env_var_name(*loc[:n]) for n in range(1, len(loc) + 1)}
+            prefix = env_var_name(*loc) + ENV_DELIMITER
+            found += sorted(n for n in data if n.upper() in wanted or n.upper().startswith(prefix))
+        elif _has_path(data, loc):
+            found.append(label)
+        if found and not _is_section(loc):
+            break
+    return ", ".join(found) or None
+
+
+def _has_path(data: Any, loc: tuple[str, ...]) -> bool:
+    for part in loc:
+        if not isinstance(data, Mapping) or part not in data:
+            return False
+        data = data[part]
+    return True
+
+
+def _is_section(loc: tuple[str, ...]) -> bool:
+    return len(loc) == 1 and loc[0] in _SECTIONS
+
+
+def _fields_at(parent: tuple[str, ...]) -> Mapping[str, Any]:
+    model: Any = Settings
+    for part in parent:
+        annotation = model.model_fields.get(part).annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return {}
+        model = annotation
+    return model.model_fields
+
+
+def _suggest(word: str, choices: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _dotted_keys(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            keys += _dotted_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(prefix + key)
+    return keys
+
+
+# --- rendering --------------------------------------------------------------------
+
+
+def render_effective(settings: Settings) -> str:
+    """YAML of the effective configuration (what ``aitbc-miner config check`` prints).
+
+    Secrets show as ``'***'``; default paths are resolved; a ``computed`` block lists the
+    API base, journal and job-workspace paths. Comment lines say where values came from.
+    """
+    data = settings.model_dump(mode="json")
+    data["miner"]["key"] = "***" if settings.miner.key is not None else None
+    data["paths"] = {
+        "state_dir": str(settings.paths.effective_state_dir),
+        "data_dir": str(settings.paths.effective_data_dir),
+    }
+    data["computed"] = {
+        "coordinator_api_base": settings.coordinator.api_base,
+        "journal_path": str(settings.paths.journal_path),
+        "jobs_dir": str(settings.paths.jobs_dir),
+    }
+    origin = settings._origin
+    header = [
+        "# aitbc-miner effective configuration",
+        f"# config file: {origin.get('file') or 'none (built-in defaults)'}",
+        f"# environment: {', '.join(origin.get('env') or []) or 'none'}",
+        f"# command line: {', '.join(origin.get('flags') or []) or 'none'}",
+    ]
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    return "\n".join(header) + "\n" + body
