@@ -89,6 +89,12 @@ CREATE TABLE IF NOT EXISTS receipts (
     body        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS receipts_job ON receipts(job_id);
+CREATE TABLE IF NOT EXISTS payments (
+    job_id         TEXT PRIMARY KEY,
+    amount         TEXT,
+    payment_status TEXT,
+    seen_at        REAL NOT NULL
+);
 """
 
 
@@ -281,6 +287,17 @@ class Journal:
             )
         return ReceiptRecord(receipt_id, job_id, now, units, price, verdict, reason, counted,
                              duplicate)
+
+    async def record_payments(self, entries: Iterable[tuple[str, str, str | None]]) -> None:
+        """What the coordinator says it owes or paid per job: (job_id, amount, status)."""
+        now = time.time()
+        await self._write(
+            ("INSERT INTO payments(job_id, amount, payment_status, seen_at) VALUES (?, ?, ?, ?)"
+             " ON CONFLICT(job_id) DO UPDATE SET amount=excluded.amount,"
+             " payment_status=excluded.payment_status, seen_at=excluded.seen_at",
+             (job_id, amount, status, now))
+            for job_id, amount, status in entries
+        )
 
     # --- start-up ------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Settings: precedence, validation messages, secrets, the example file and the reference table.
 
-Run ``python -m tests.test_config`` to print the reference table for docs-config-reference.md.
+Run ``python -m tests.test_config`` to print the reference table for README.md.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from aitbc_miner.config import (  # noqa: E402
 )
 
 EXAMPLE = ROOT / "config.example.yaml"
-REFERENCE = ROOT / "docs-config-reference.md"
+REFERENCE = ROOT / "README.md"
 PUBLIC_KEY = "bxP7o0y1Tq9wq0V2vVn9VYlW5QLx0jYyX1tQ8oG6Qkw"  # 32 bytes, unpadded
 
 
@@ -473,7 +473,7 @@ def reference_table() -> str:
 
 def test_reference_table_in_docs_has_a_row_for_every_key() -> None:
     assert reference_table() in REFERENCE.read_text(encoding="utf-8"), (
-        "docs-config-reference.md is out of date; print the table with "
+        "README.md is out of date; print the table with "
         "`.venv/bin/python -m tests.test_config`"
     )
 

@@ -27,6 +27,7 @@ from .snapshot import (
     Counters,
     Event,
     Link,
+    LinkChanged,
     LoopView,
     Mode,
     OutcomeView,
@@ -246,8 +247,6 @@ class Core:
         self.changed()
 
     def set_link(self, link: Link, reason: str | None = None, until: float | None = None) -> None:
-        from .snapshot import LinkChanged
-
         if link is not self.link or reason != self.link_reason:
             previous = self.link
             self.link, self.link_reason, self.backoff_until = link, reason, until

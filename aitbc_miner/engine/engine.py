@@ -30,6 +30,7 @@ from .bus import SnapshotListener, Subscription
 from .core import Core, HeldJob, Tuning
 from .jobrun import JobRun
 from .outbox import Outbox
+from .payments import sync_payments
 from .poller import Poller
 from .session import Session
 from .slots import SlotPool
@@ -185,6 +186,7 @@ class Engine:
                     tg.create_task(self.poller.run(), name="poll"),
                     tg.create_task(core.publish_snapshots(), name="publish"),
                     tg.create_task(self._retention(), name="retention"),
+                    tg.create_task(sync_payments(core), name="payments"),
                 ]
                 loops += [tg.create_task(self.outbox.worker(), name=f"outbox-{i}")
                           for i in range(core.tuning.outbox_workers)]

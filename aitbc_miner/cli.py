@@ -1,0 +1,155 @@
+"""The ``aitbc-miner`` command: console (default), ``--headless``, and subcommands.
+
+Exit codes (``codes.ExitCode``): 0 clean stop, 1 other fatal error, 2 config or usage
+error, 3 the coordinator refused the miner key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from . import __version__
+from .codes import ExitCode
+from .config import ConfigError, Settings, load_settings, render_effective
+from .engine import Engine
+from .logs import add_secret, setup_logging
+from .runtime import Host, MissingKey, build_engine
+
+log = logging.getLogger("aitbc_miner.cli")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # usage errors exit 2 with one line
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.CONFIG, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="aitbc-miner", description="Sell GPU/CPU compute on the AITBC network.")
+    p.add_argument("--version", action="version", version=f"aitbc-miner {__version__}")
+    p.add_argument("--config", type=Path, metavar="PATH", help="YAML config file")
+    p.add_argument("--coordinator", metavar="URL", help="coordinator base URL (overrides config)")
+    p.add_argument("--headless", action="store_true",
+                   help="no console: JSON-lines logs on stdout (automatic when stdout is no TTY)")
+    p.add_argument("--exit-when-drained", action="store_true",
+                   help="after a drain (any source), exit once running jobs are done")
+    p.add_argument("--theme", help="console theme")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    config = sub.add_parser("config", help="inspect the configuration")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    config_sub.add_parser("check", help="validate and print the effective config (secrets redacted)")
+    sub.add_parser("devnet", help="run the reference coordinator (see: devnet --help)",
+                   add_help=False)
+    receipts = sub.add_parser("receipts", help="list, verify again and export stored receipts")
+    receipts.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    receipts.add_argument("--output", type=Path, metavar="FILE", help="write here, not stdout")
+    earnings = sub.add_parser("earnings", help="earnings summary from the local journal")
+    earnings.add_argument("--format", choices=["table", "json"], default="table")
+    demo = sub.add_parser("demo", help="reference coordinator + feeder + miner on loopback")
+    demo.add_argument("--dialect", choices=["2026-01", "2026-08"], default="2026-01")
+    demo.add_argument("--slots", type=int, default=4, help="CPU slots (default 4)")
+    demo.add_argument("--headless", action="store_true", default=argparse.SUPPRESS,
+                      help="no console (JSON-lines logs)")
+    demo.add_argument("--exit-after", type=int, metavar="N",
+                      help="drain and exit after N outcomes are delivered")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["devnet"]:
+        from .devnet.cli import main as devnet_main
+
+        return devnet_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    headless = args.headless or not sys.stdout.isatty()
+    try:
+        if args.command == "config":
+            print(render_effective(_settings(args)), end="")
+            return ExitCode.OK
+        if args.command in ("receipts", "earnings"):
+            return _report(args)
+        if args.command == "demo":
+            return _run_demo(args, headless)
+        return _run_miner(args, headless)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return ExitCode.CONFIG
+    except MissingKey as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    except KeyboardInterrupt:
+        return ExitCode.OK
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    if args.coordinator:
+        overrides["coordinator"] = {"url": args.coordinator}
+    if args.theme:
+        overrides["console"] = {"theme": args.theme}
+    return load_settings(args.config, overrides=overrides)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .reports import earnings_report, receipts_report
+
+    settings = _settings(args)
+    journal = settings.paths.journal_path
+    if not journal.exists():
+        print(f"no journal at {journal}: this miner has not run yet", file=sys.stderr)
+        return ExitCode.FATAL
+    if args.command == "earnings":
+        text = earnings_report(journal, fmt=args.format)
+    else:
+        text = receipts_report(journal, pinned_key=settings.coordinator.public_key,
+                               miner_id=settings.miner.id, miner_key=settings.miner_key(),
+                               fmt=args.format)
+    if getattr(args, "output", None):
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    return ExitCode.OK
+
+
+def _console(theme: str | None) -> Callable[[Engine], Awaitable[None]]:
+    """The Textual console as a coroutine over an engine; imported only when used."""
+
+    async def run_console(engine: Engine) -> None:
+        from tui.app import MinerConsole
+
+        await MinerConsole(engine, theme=theme).run_async()
+
+    return run_console
+
+
+def _run_miner(args: argparse.Namespace, headless: bool) -> int:
+    settings = _settings(args)
+    key = settings.miner_key()
+    if headless:
+        setup_logging(settings.log.level, secrets=[key] if key else ())
+    else:
+        add_secret(key)
+    engine = build_engine(settings, exit_when_drained=args.exit_when_drained)
+    host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s)
+    ui = None if headless else _console(settings.console.theme)
+    try:
+        return asyncio.run(host.run(ui))
+    except Exception:  # last resort: one line, never the key (redacted), exit 1
+        log.exception("fatal error; exiting")
+        return ExitCode.FATAL
+
+
+def _run_demo(args: argparse.Namespace, headless: bool) -> int:
+    from .demo import run_demo
+
+    if headless:
+        setup_logging("INFO")
+    ui = None if headless else _console(args.theme)
+    return asyncio.run(run_demo(dialect=args.dialect, slots=args.slots,
+                                exit_after=args.exit_after, ui=ui))

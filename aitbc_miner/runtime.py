@@ -1,0 +1,133 @@
+"""Assembling an Engine from the config, and hosting it: headless, or under the console.
+
+Signals belong here, not in the engine (``Engine`` has no signal code). Headless:
+SIGTERM (and SIGINT) = drain, then exit once running jobs are done (after
+``jobs.drain_grace_s`` they are canceled); a second one = cancel running jobs, then exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+
+from .codes import ExitCode
+from .config import Settings
+from .engine import Engine, SlotPool, Tuning
+from .engine.snapshot import AuthRefusedEvent
+from .runners import RunnerRegistry
+from .runners.builtin import BuiltinRunner
+
+log = logging.getLogger("aitbc_miner.runtime")
+
+
+class MissingKey(Exception):
+    """No miner key was configured."""
+
+
+def tuning_from(settings: Settings) -> Tuning:
+    return Tuning(
+        miner_id=settings.miner.id,
+        coordinator_url=settings.coordinator.root,
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+        poll_min_s=settings.poll.min_interval_s,
+        poll_max_s=settings.poll.max_interval_s,
+        default_timeout_s=settings.jobs.default_timeout_s,
+        max_timeout_s=settings.jobs.max_timeout_s,
+        drain_grace_s=settings.jobs.drain_grace_s,
+        region=settings.miner.region,
+        price=settings.miner.price,
+        pinned_key=settings.coordinator.public_key,
+        retention_jobs=settings.workspace.retention_jobs,
+        retention_days=settings.workspace.retention_days,
+    )
+
+
+def build_engine(
+    settings: Settings,
+    *,
+    registry: RunnerRegistry | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    exit_when_drained: bool = False,
+    seed: int | None = None,
+) -> Engine:
+    key = settings.miner_key()
+    if not key:
+        raise MissingKey(
+            "no miner key: set AITBC_MINER_MINER__KEY or miner.key_file in the config")
+    ensure_private_dir(settings.paths.effective_state_dir)
+    engine = Engine(
+        tuning_from(settings),
+        miner_key=key,
+        journal_path=settings.paths.journal_path,
+        workspace_root=settings.paths.jobs_dir,
+        pool=SlotPool.from_counts(cpu=settings.slots.cpu, gpu=settings.slots.gpu),
+        registry=registry or RunnerRegistry([BuiltinRunner()]),
+        connect_timeout_s=settings.coordinator.connect_timeout_s,
+        read_timeout_s=settings.coordinator.read_timeout_s,
+        transport=transport,
+        seed=seed,
+    )
+    engine.core.exit_when_drained = exit_when_drained
+    return engine
+
+
+class Host:
+    """Runs an engine to completion and decides the process's exit code."""
+
+    def __init__(self, engine: Engine, *, drain_grace_s: float) -> None:
+        self.engine = engine
+        self.drain_grace_s = drain_grace_s
+        self.exit_code = ExitCode.OK
+        self._terms = 0
+
+    def on_terminate(self) -> None:
+        """First SIGTERM/SIGINT drains and exits; the second cancels running jobs."""
+        self._terms += 1
+        if self._terms == 1:
+            log.info("termination signal: draining, then exiting (send it again to cancel "
+                     "running jobs)")
+            self.engine.drain(exit_when_drained=True, grace_s=self.drain_grace_s)
+        else:
+            log.warning("second termination signal: canceling running jobs and exiting")
+            self.engine.stop(cancel_running=True)
+
+    async def _watch_auth(self) -> None:
+        async for event in self.engine.subscribe():
+            if isinstance(event, AuthRefusedEvent):
+                self.exit_code = ExitCode.AUTH
+                self.engine.drain(exit_when_drained=True, grace_s=self.drain_grace_s)
+
+    async def run(self, ui: Callable[[Engine], Awaitable[None]] | None = None,
+                  signals: bool = True) -> ExitCode:
+        """Run the engine (and ``ui`` beside it on the same loop) until both are done."""
+        loop = asyncio.get_running_loop()
+        installed = []
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT) if ui is None else (signal.SIGTERM,):
+                loop.add_signal_handler(sig, self.on_terminate)
+                installed.append(sig)
+        watcher = asyncio.create_task(self._watch_auth())
+        engine_task = asyncio.create_task(self.engine.run(), name="engine")
+        try:
+            if ui is not None:
+                await ui(self.engine)
+                if not engine_task.done():
+                    self.engine.stop()
+            await engine_task
+        finally:
+            watcher.cancel()
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+        return self.exit_code
+
+
+def ensure_private_dir(path: Path) -> None:
+    """State holds receipts that can name the miner key (2026-01 identity): owner only."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
