@@ -129,6 +129,7 @@ class ReceiptRecord:
     reason: str | None
     counted: bool
     duplicate: bool
+    unit_type: str | None = None
 
 
 class Journal:
@@ -230,16 +231,17 @@ class Journal:
     # --- the outbox's writes -----------------------------------------------------
 
     async def mark_uncertain(self, job_id: str, error: str) -> None:
+        """Just before each send: ``attempts`` counts sends, so only this step adds one."""
         await self._set_state(job_id, JobState.UNCERTAIN, error, attempts=1)
 
     async def mark_staged_again(self, job_id: str, reason: str) -> None:
         await self._set_state(job_id, JobState.STAGED, reason)
 
     async def mark_rejected(self, job_id: str, error: str) -> None:
-        await self._set_state(job_id, JobState.REJECTED, error, attempts=1)
+        await self._set_state(job_id, JobState.REJECTED, error)
 
     async def mark_delivered(self, job_id: str, detail: str = "") -> None:
-        await self._set_state(job_id, JobState.DELIVERED, detail or None, attempts=1, delivered=True)
+        await self._set_state(job_id, JobState.DELIVERED, detail or None, delivered=True)
 
     async def _set_state(
         self, job_id: str, state: JobState, error: str | None, *, attempts: int = 0,
@@ -286,7 +288,7 @@ class Journal:
                  reason, key_id, int(counted), int(duplicate), _dump(receipt)),
             )
         return ReceiptRecord(receipt_id, job_id, now, units, price, verdict, reason, counted,
-                             duplicate)
+                             duplicate, receipt.get("unit_type"))
 
     async def record_payments(self, entries: Iterable[tuple[str, str, str | None]]) -> None:
         """What the coordinator says it owes or paid per job: (job_id, amount, status)."""
@@ -339,14 +341,14 @@ class Journal:
 
     async def receipts(self, job_id: str | None = None) -> list[ReceiptRecord]:
         sql = ("SELECT receipt_id, job_id, received_at, units, price, verdict, reason, counted,"
-               " duplicate FROM receipts")
+               " duplicate, unit_type FROM receipts")
         params: tuple[Any, ...] = ()
         if job_id is not None:
             sql, params = sql + " WHERE job_id=?", (job_id,)
         async with self._db.execute(sql + " ORDER BY received_at", params) as cur:
             rows = await cur.fetchall()
-        return [ReceiptRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), bool(r[8]))
-                for r in rows]
+        return [ReceiptRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), bool(r[8]),
+                              r[9]) for r in rows]
 
     async def counts(self) -> dict[str, int]:
         """Jobs per state and per outcome, e.g. ``{"delivered": 10, "outcome:failed": 2}``."""

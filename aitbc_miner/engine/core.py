@@ -25,12 +25,15 @@ from .slots import Slot, SlotPool
 from .snapshot import (
     ConnectionView,
     Counters,
+    EarningsView,
     Event,
+    GpuStatus,
     Link,
     LinkChanged,
     LoopView,
     Mode,
     OutcomeView,
+    ReceiptView,
     RunningJob,
     Snapshot,
 )
@@ -38,6 +41,7 @@ from .snapshot import (
 log = logging.getLogger("aitbc_miner.engine")
 
 RECENT_OUTCOMES = 50  # outcomes kept for the status view
+RECENT_RECEIPTS = 10_000  # receipts kept in memory for the console's table
 
 
 @dataclass
@@ -118,6 +122,10 @@ class Core:
         self.counters = Counters()
         self.outbox_size = 0
         self.recent: deque[OutcomeView] = deque(maxlen=RECENT_OUTCOMES)
+        self.receipts: deque[ReceiptView] = deque(maxlen=RECENT_RECEIPTS)  # newest first
+        self.earnings = EarningsView()
+        self.earnings_dirty = asyncio.Event()
+        self.gpu = GpuStatus()
         self.loops: dict[str, LoopView] = {}
         self.poll_interval_s = tuning.poll_min_s
         self.polls_in_flight = 0
@@ -193,6 +201,9 @@ class Core:
             recent=tuple(reversed(self.recent)),
             poll_interval_s=self.poll_interval_s,
             polls_in_flight=self.polls_in_flight,
+            receipts=tuple(self.receipts),
+            earnings=self.earnings,
+            gpu=self.gpu,
         )
 
     def changed(self) -> None:

@@ -29,12 +29,13 @@ from ..runners.builtin import BuiltinRunner
 from .bus import SnapshotListener, Subscription
 from .core import Core, HeldJob, Tuning
 from .jobrun import JobRun
+from .earnings import keep_earnings
 from .outbox import Outbox
 from .payments import sync_payments
 from .poller import Poller
 from .session import Session
 from .slots import SlotPool
-from .snapshot import JobClaimed, JobFinished, ModeChanged, Snapshot
+from .snapshot import JobClaimed, JobFinished, ModeChanged, ReceiptView, Snapshot
 
 log = logging.getLogger("aitbc_miner.engine")
 
@@ -187,6 +188,7 @@ class Engine:
                     tg.create_task(core.publish_snapshots(), name="publish"),
                     tg.create_task(self._retention(), name="retention"),
                     tg.create_task(sync_payments(core), name="payments"),
+                    tg.create_task(keep_earnings(core), name="earnings"),
                 ]
                 loops += [tg.create_task(self.outbox.worker(), name=f"outbox-{i}")
                           for i in range(core.tuning.outbox_workers)]
@@ -219,6 +221,8 @@ class Engine:
         receipts = await core.journal.receipts()
         core.count(receipts=len(receipts),
                    receipts_flagged=sum(1 for r in receipts if not r.counted))
+        core.receipts.extend(reversed([ReceiptView.of(r) for r in receipts[-core.receipts.maxlen:]]))
+        core.earnings_dirty.set()
         await self.outbox.load()
 
     async def _shutdown(self, loops: list[asyncio.Task[Any]]) -> None:

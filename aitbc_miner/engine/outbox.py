@@ -39,7 +39,7 @@ from ..coordinator import (
 from ..journal import FINAL_STATES, JobRecord, JobState
 from ..receipts import verify
 from .core import Core
-from .snapshot import DeliveryProblem, Link, OutcomeDelivered, ReceiptStored
+from .snapshot import DeliveryProblem, Link, OutcomeDelivered, ReceiptStored, ReceiptView
 
 
 class Outbox:
@@ -180,6 +180,8 @@ class Outbox:
         stored = await core.journal.store_receipt(
             record.job_id, receipt, verdict=check.verdict.value, reason=check.reason,
             key_id=check.key_id, counted=check.counted)
+        core.receipts.appendleft(ReceiptView.of(stored))
+        core.earnings_dirty.set()
         core.count(receipts=1, receipts_flagged=0 if stored.counted else 1)
         note = "" if stored.counted else (
             " DUPLICATE: not counted" if stored.duplicate else f" NOT COUNTED: {check.reason}")

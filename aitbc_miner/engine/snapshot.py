@@ -104,6 +104,82 @@ class OutcomeView:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuView:
+    """One GPU (or MIG instance) as the console shows it; ``None`` fields read "N/A"."""
+
+    index: int
+    uuid: str
+    name: str
+    state: str  # "ok", "lost"
+    memory_used_mb: float | None = None
+    memory_total_mb: float | None = None
+    util_gpu_pct: float | None = None
+    util_mem_pct: float | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    util_history: tuple[float, ...] = ()  # oldest first, bounded
+    slot_ids: tuple[str, ...] = ()
+    simulated: bool = False
+    mig_parent: int | None = None
+    lost_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuStatus:
+    """The GPU side as a whole: "ok", "no_driver" (CPU slots only), "no_devices"."""
+
+    state: str = "no_devices"
+    message: str = ""
+    simulated: bool = False
+    gpus: tuple[GpuView, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptView:
+    receipt_id: str
+    job_id: str
+    received_at: float
+    units: float | None
+    unit_type: str | None
+    price: float | None
+    verdict: str  # receipts.Verdict value
+    reason: str
+    counted: bool
+    duplicate: bool
+
+    @classmethod
+    def of(cls, record: Any) -> ReceiptView:
+        """From a ``journal.ReceiptRecord``."""
+        return cls(record.receipt_id, record.job_id, record.received_at, record.units,
+                   record.unit_type, record.price, record.verdict, record.reason or "",
+                   record.counted, record.duplicate)
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount: float = 0.0
+    jobs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EarningsView:
+    """The ledger's summary (see ``aitbc_miner.ledger``), refreshed as receipts arrive."""
+
+    today: Money = Money()
+    last_7_days: Money = Money()
+    all_time: Money = Money()
+    last_hour: Money = Money()
+    issued: Money = Money()
+    verified: Money = Money()
+    paid: Money = Money()
+    flagged: Money = Money()
+    by_model: tuple[tuple[str, Money], ...] = ()
+    failures_by_code: tuple[tuple[str, int], ...] = ()
+    currency: str = "AITBC"
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     seq: int
     at: float
@@ -119,6 +195,9 @@ class Snapshot:
     recent: tuple[OutcomeView, ...]
     poll_interval_s: float
     polls_in_flight: int
+    receipts: tuple[ReceiptView, ...] = ()  # newest first, bounded
+    earnings: EarningsView = EarningsView()
+    gpu: GpuStatus = GpuStatus()
 
     @property
     def running(self) -> int:
