@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="reference coordinator + feeder + miner on loopback")
     demo.add_argument("--dialect", choices=["2026-01", "2026-08"], default="2026-01")
     demo.add_argument("--slots", type=int, default=4, help="CPU slots (default 4)")
+    demo.add_argument("--simulate-gpus", type=int, default=2, metavar="N",
+                      help="SIMULATED GPUs running the reference Ollama (default 2; 0 = none)")
     demo.add_argument("--headless", action="store_true", default=argparse.SUPPRESS,
                       help="no console (JSON-lines logs)")
     demo.add_argument("--exit-after", type=int, metavar="N",
@@ -151,5 +153,5 @@ def _run_demo(args: argparse.Namespace, headless: bool) -> int:
     if headless:
         setup_logging("INFO")
     ui = None if headless else _console(args.theme)
-    return asyncio.run(run_demo(dialect=args.dialect, slots=args.slots,
+    return asyncio.run(run_demo(dialect=args.dialect, slots=args.slots, gpus=args.simulate_gpus,
                                 exit_after=args.exit_after, ui=ui))

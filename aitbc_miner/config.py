@@ -64,7 +64,7 @@ CONFIG_ENV_VAR = "AITBC_MINER_CONFIG"
 #: ``AITBC_MINER_*`` variables that are not settings; any other unknown one is an error.
 NON_SETTINGS_ENV_VARS = frozenset({CONFIG_ENV_VAR})
 #: Key paths whose values are never echoed in errors or renders.
-SECRET_PATHS = frozenset({("miner", "key")})
+SECRET_PATHS = frozenset({("miner", "key"), ("inference", "api_key")})
 _MAX_SHOWN = 60  # characters of an offending value quoted in an error
 
 log = logging.getLogger(__name__)
@@ -224,13 +224,23 @@ class PollSettings(_Section):
 
 class SlotSettings(_Section):
     cpu: Int = _doc(2, "Number of CPU job slots", ge=0)
-    gpu: Int = _doc(0, "Number of GPU job slots", ge=0)
+    gpu: Int | None = _doc(
+        None, "GPU job slots; unset = per_gpu on every GPU found, 0 = no GPU work", ge=0)
+    per_gpu: Int = _doc(1, "Job slots per GPU (or MIG instance) when gpu is unset", ge=1, le=16)
 
     @model_validator(mode="after")
     def _some_slot(self) -> SlotSettings:
-        if self.cpu + self.gpu < 1:
+        if self.gpu is not None and self.cpu + self.gpu < 1:
             raise ValueError("at least one slot is needed (cpu + gpu >= 1)")
         return self
+
+
+class GpuSettings(_Section):
+    sample_interval_s: Float = _doc(1.0, "Seconds between GPU telemetry samples", gt=0, le=60)
+    process_every: Int = _doc(2, "Read per-process VRAM every Nth sample", ge=1, le=60)
+    history: Int = _doc(300, "Samples kept per GPU for the console's graphs", ge=1, le=3600)
+    simulate: Int = _doc(0, "Fake GPUs for the demo, shown as SIMULATED (0 = real NVML)",
+                         ge=0, le=64)
 
 
 class JobSettings(_Section):
@@ -287,12 +297,31 @@ class LogSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class InferenceSettings(_Section):
+    backend: Literal["ollama", "openai", "off"] = _doc(
+        "ollama", "LLM backend for inference/generate/chat jobs (off = refuse them)")
+    url: str | None = _doc(
+        None, "Backend URL (default http://127.0.0.1:11434 for ollama, :8000 for openai)")
+    allow_pull: bool = _doc(False, "Pull a missing Ollama model instead of failing the job")
+    default_model: str = _doc(
+        "llama3.2:latest", "Model of an inference job that names none (upstream default)",
+        min_length=1)
+    max_tokens: Int | None = _doc(
+        None, "Largest max_tokens a job may ask for (more is E_BADJOB, never cut short)", ge=1)
+    refresh_interval_s: Float = _doc(30.0, "Seconds between model-list refreshes", gt=0)
+    keep_alive: str | None = _doc(None, "Ollama keep_alive for loaded models (e.g. '5m')")
+    prompt_endpoint: Literal["chat", "completions"] = _doc(
+        "chat", "OpenAI backend: endpoint for prompt jobs")
+    api_key: SecretStr | None = _doc(None, "OpenAI backend: bearer key, if the server wants one")
+
+
 class ConsoleSettings(_Section):
     theme: str = _doc("aitbc-dark", "Console colour theme", min_length=1)
 
 
 _SECTIONS = frozenset(
-    {"coordinator", "miner", "poll", "slots", "jobs", "workspace", "paths", "log", "console"}
+    {"coordinator", "miner", "poll", "slots", "gpu", "inference", "jobs", "workspace", "paths",
+     "log", "console"}
 )
 
 
@@ -309,6 +338,8 @@ class Settings(BaseSettings):
     heartbeat_interval_s: Float = _doc(15.0, "Seconds between heartbeats to the coordinator", ge=1)
     poll: PollSettings = _doc(PollSettings, "How often to ask for work")
     slots: SlotSettings = _doc(SlotSettings, "How many jobs run at once, per kind")
+    gpu: GpuSettings = _doc(GpuSettings, "GPU telemetry (NVML) and simulated GPUs")
+    inference: InferenceSettings = _doc(InferenceSettings, "LLM inference backend")
     jobs: JobSettings = _doc(JobSettings, "Job time limits and shutdown grace")
     workspace: WorkspaceSettings = _doc(WorkspaceSettings, "Retention of job folders")
     paths: PathSettings = _doc(PathSettings, "Where state and job data live")

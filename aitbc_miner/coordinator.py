@@ -213,6 +213,12 @@ class CoordinatorClient:
         answer = self._parse("earnings", response, EarningsResponse)
         if answer.error:
             raise Invalid("earnings", answer.error, response.status_code)
+        if "earnings_history" not in answer.model_fields_set:
+            # The outbox reads "not listed" as "never arrived" and resends: an answer without
+            # the list must not pass for an empty one (that would make a duplicate receipt).
+            raise ProtocolViolation(
+                "earnings", "answer does not match the protocol: earnings_history: Field required",
+                response.status_code)
         return answer
 
     async def deregister(self) -> None:

@@ -1,8 +1,11 @@
-"""``aitbc-miner demo``: the reference coordinator, a job feeder and a miner, on loopback.
+"""``aitbc-miner demo``: a reference coordinator, a reference Ollama, a job feeder and a
+miner with SIMULATED GPUs, all on loopback.
 
 Everything is embedded and throw-away (a temporary state folder, the devnet's default
-keys, the devnet's receipt key pinned), so a newcomer sees jobs flow with one command
-and nothing touches a real coordinator or the operator's own journal.
+keys, the devnet's receipt key pinned), so a newcomer sees slots fill, inference run,
+receipts arrive and earnings grow with one command, and nothing touches a real
+coordinator, a real GPU or the operator's own journal. Simulated GPUs say SIMULATED on
+every screen and log line.
 """
 
 from __future__ import annotations
@@ -17,17 +20,21 @@ from pathlib import Path
 from .codes import ExitCode
 from .config import load_settings
 from .devnet import DEFAULT_MINER_KEYS, Devnet, Dialect
-from .devnet.feeder import Feeder
+from .devnet.feeder import DEFAULT_MIX, DEMO_MIX, DEMO_MODELS, Feeder
+from .devnet.ollama import Behavior, FakeOllama
 from .engine import Engine
 from .runtime import Host, build_engine
 
 DEMO_MINER_ID = "demo-rig"
+# Simulated inference: ~40 tokens/s after a short "prompt eval", so a job lasts a few s.
+DEMO_BEHAVIOR = Behavior(tokens=48, token_delay_s=0.025, first_token_delay_s=0.2)
 
 
 async def run_demo(
     *,
     dialect: str = Dialect.V2026_01.value,
     slots: int = 4,
+    gpus: int = 2,
     queued: int = 8,
     exit_after: int | None = None,
     ui: Callable[[Engine], Awaitable[None]] | None = None,
@@ -36,16 +43,20 @@ async def run_demo(
     """Run the demo until interrupted (or until ``exit_after`` outcomes are delivered)."""
     root = keep_state or Path(tempfile.mkdtemp(prefix="aitbc-miner-demo-"))
     try:
-        async with Devnet(dialect, rate_limits=False) as devnet:
+        async with Devnet(dialect, rate_limits=False) as devnet, \
+                FakeOllama(list(DEMO_MODELS), default=DEMO_BEHAVIOR) as ollama:
             settings = load_settings(None, overrides={
                 "coordinator": {"url": devnet.url, "public_key": devnet.public_key_id},
-                "miner": {"id": DEMO_MINER_ID, "key": DEFAULT_MINER_KEYS[0]},
-                "slots": {"cpu": slots, "gpu": 0},
+                "miner": {"id": DEMO_MINER_ID, "key": DEFAULT_MINER_KEYS[0], "price": 0.02},
+                "slots": {"cpu": slots},
+                "gpu": {"simulate": gpus},
+                "inference": {"backend": "ollama" if gpus else "off", "url": ollama.url},
                 "heartbeat_interval_s": 5.0,
                 "paths": {"state_dir": str(root / "state"), "data_dir": str(root / "data")},
             }, env={})
-            engine = build_engine(settings)
-            feeder = Feeder(devnet.url, devnet.client_headers(), target=queued, interval=0.5)
+            engine = await asyncio.to_thread(build_engine, settings)  # NVML probe blocks
+            feeder = Feeder(devnet.url, devnet.client_headers(), target=queued, interval=0.5,
+                            mix=DEMO_MIX if gpus else DEFAULT_MIX)
             host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s)
             async with asyncio.TaskGroup() as tg:
                 feeding = tg.create_task(feeder.run(), name="feeder")

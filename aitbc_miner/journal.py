@@ -156,7 +156,16 @@ class Journal:
         await self._db.close()
 
     async def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
-        """Run statements in one transaction; returns once they are committed."""
+        """Run statements in one transaction; returns once they are committed.
+
+        Shielded: a caller cancelled mid-write (an operator's cancel, a shutdown) gets its
+        ``CancelledError`` at once, while the transaction still finishes whole. Cancelled at
+        ``BEGIN``, it would otherwise leave a transaction open on the shared connection and
+        every later write would fail.
+        """
+        await asyncio.shield(self._transaction(list(statements)))
+
+    async def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
         async with self._tx:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -267,8 +276,15 @@ class Journal:
         reason: str,
         key_id: str | None,
         counted: bool,
+        resent: bool = False,
     ) -> ReceiptRecord:
-        """Store a receipt; a second receipt for the same job is kept but flagged and not counted."""
+        """Store a receipt; a second receipt for the same job is kept but flagged and not counted.
+
+        ``resent``: the receipt answers a ``/result`` resent after an uncertain try that the
+        coordinator could not be asked about, so it may hold an earlier receipt we never
+        saw. The row is flagged ``duplicate`` but still counted when it is the job's first
+        here: one receipt per job is counted, never two.
+        """
         now = time.time()
         receipt_id = str(receipt.get("receipt_id") or f"unidentified:{job_id}:{now}")
         units, price = _number(receipt.get("units")), _number(receipt.get("price"))
@@ -278,8 +294,8 @@ class Journal:
                 (job_id, receipt_id),
             ) as cur:
                 (earlier,) = await cur.fetchone() or (0,)
-            duplicate = earlier > 0
-            counted = counted and not duplicate
+            duplicate = earlier > 0 or resent
+            counted = counted and earlier == 0
             await self._db.execute(
                 "INSERT OR REPLACE INTO receipts(receipt_id, job_id, received_at, units, unit_type,"
                 " price, verdict, reason, key_id, counted, duplicate, body)"

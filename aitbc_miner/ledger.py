@@ -84,7 +84,7 @@ def summarize(conn: sqlite3.Connection, now: float | None = None) -> Earnings:
         "SELECT COALESCE(SUM(price), 0), COUNT(*) FROM receipts WHERE counted = 0").fetchone()
     issued = conn.execute(
         "SELECT COALESCE(SUM(price), 0), COUNT(DISTINCT job_id) FROM receipts"
-        " WHERE duplicate = 0").fetchone()
+        " WHERE duplicate = 0 OR counted = 1").fetchone()  # a resent job's only receipt counts
     paid = _paid(conn)
     failures = conn.execute(
         "SELECT error_code, COUNT(*) FROM jobs WHERE error_code IS NOT NULL"

@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import quote
 
-__all__ = ["JsonFormatter", "add_secret", "log_event", "redact", "setup_logging"]
+__all__ = ["JsonFormatter", "add_secret", "add_static_field", "log_event", "redact",
+           "setup_logging"]
 
 REDACTED = "***"
 #: Loggers outside the package stay at this level so library chatter (httpx logs every
@@ -41,6 +42,12 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) |
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
+_static_fields: dict[str, Any] = {}  # written on every line, e.g. {"gpus": "SIMULATED"}
+
+
+def add_static_field(key: str, value: Any) -> None:
+    """Put ``key: value`` on every line from now on (a simulated rig says so everywhere)."""
+    _static_fields[key] = value
 
 
 def add_secret(value: str | None) -> None:
@@ -99,6 +106,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
+        payload.update(_static_fields)
         # Engine events carry a stable name; the human sentence then goes to "msg".
         event_name = getattr(record, "event_name", None)
         if isinstance(event_name, str):

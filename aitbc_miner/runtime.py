@@ -20,8 +20,13 @@ from .codes import ExitCode
 from .config import Settings
 from .engine import Engine, SlotPool, Tuning
 from .engine.snapshot import AuthRefusedEvent
-from .runners import RunnerRegistry
+from .logs import add_static_field
+from .gpu import GpuSlotSpec, Nvml, Sampler, gpu_slot_specs, simulated_nvml
+from .runners import Runner, RunnerRegistry
 from .runners.builtin import BuiltinRunner
+from .runners.inference import TelemetryGpuSampler
+from .runners.ollama import DEFAULT_OLLAMA_URL, OllamaRunner
+from .runners.openai_compat import DEFAULT_OPENAI_URL, OpenAICompatRunner
 
 log = logging.getLogger("aitbc_miner.runtime")
 
@@ -61,13 +66,20 @@ def build_engine(
         raise MissingKey(
             "no miner key: set AITBC_MINER_MINER__KEY or miner.key_file in the config")
     ensure_private_dir(settings.paths.effective_state_dir)
+    telemetry, specs = probe_gpus(settings)
+    if registry is None:
+        registry = RunnerRegistry([BuiltinRunner()])
+        backend = inference_runner(settings, telemetry)
+        if backend is not None:
+            registry.add(backend)
     engine = Engine(
         tuning_from(settings),
         miner_key=key,
         journal_path=settings.paths.journal_path,
         workspace_root=settings.paths.jobs_dir,
-        pool=SlotPool.from_counts(cpu=settings.slots.cpu, gpu=settings.slots.gpu),
-        registry=registry or RunnerRegistry([BuiltinRunner()]),
+        pool=SlotPool.from_specs(settings.slots.cpu, specs),
+        telemetry=telemetry,
+        registry=registry,
         connect_timeout_s=settings.coordinator.connect_timeout_s,
         read_timeout_s=settings.coordinator.read_timeout_s,
         transport=transport,
@@ -75,6 +87,39 @@ def build_engine(
     )
     engine.core.exit_when_drained = exit_when_drained
     return engine
+
+
+def inference_runner(settings: Settings, telemetry: Sampler | None) -> Runner | None:
+    """The LLM backend the operator chose, reading GPU figures from our telemetry."""
+    s = settings.inference
+    sampler = TelemetryGpuSampler(telemetry) if telemetry is not None else None
+    if s.backend == "ollama":
+        return OllamaRunner(
+            s.url or DEFAULT_OLLAMA_URL, allow_pull=s.allow_pull, default_model=s.default_model,
+            max_tokens_limit=s.max_tokens, keep_alive=s.keep_alive, gpu_sampler=sampler,
+            refresh_interval_s=s.refresh_interval_s)
+    if s.backend == "openai":
+        return OpenAICompatRunner(
+            s.url or DEFAULT_OPENAI_URL, default_model=s.default_model,
+            max_tokens_limit=s.max_tokens, prompt_endpoint=s.prompt_endpoint,
+            api_key=s.api_key.get_secret_value() if s.api_key else None, gpu_sampler=sampler,
+            refresh_interval_s=s.refresh_interval_s)
+    return None
+
+
+def probe_gpus(settings: Settings) -> tuple[Sampler | None, tuple[GpuSlotSpec, ...]]:
+    """Start NVML (or the SIMULATED devices) and read it once; the GPU slots come from that.
+    Blocks while NVML starts: call it before the event loop runs."""
+    g, slots = settings.gpu, settings.slots
+    if slots.gpu == 0 and not g.simulate:
+        return None, ()  # GPU work off: NVML is never started
+    if g.simulate:
+        add_static_field("gpus", "SIMULATED")  # every log line says so
+    nvml = simulated_nvml(g.simulate) if g.simulate else Nvml()
+    sampler = Sampler(nvml, interval_s=g.sample_interval_s, history=g.history,
+                      process_every=g.process_every)
+    specs = gpu_slot_specs(sampler.sample_blocking(), slots.per_gpu)
+    return sampler, specs if slots.gpu is None else specs[:slots.gpu]
 
 
 class Host:

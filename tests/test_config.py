@@ -67,7 +67,7 @@ def error_of(*args: Any, **kwargs: Any) -> str:
 
 def test_defaults_apply_when_nothing_is_set(tmp_path: Path) -> None:
     settings = load_settings(None, env={})
-    assert settings.slots.cpu == 2 and settings.slots.gpu == 0
+    assert settings.slots.cpu == 2 and settings.slots.gpu is None
     assert settings.coordinator.url == "http://127.0.0.1:18000"
     assert settings.miner.id == socket.gethostname()
     assert settings.paths.journal_path == tmp_path / "xdg/state/aitbc-miner/journal.sqlite3"
@@ -365,7 +365,7 @@ def test_render_effective_is_yaml_with_secrets_redacted_and_computed_paths(tmp_p
     assert f"# config file: {path}" in text
     assert "AITBC_MINER_MINER__KEY" in text and "log.level" in text
     data = yaml.safe_load(text)
-    assert data["slots"] == {"cpu": 2, "gpu": 1}
+    assert data["slots"] == {"cpu": 2, "gpu": 1, "per_gpu": 1}
     assert data["paths"]["state_dir"] == str(settings.paths.effective_state_dir)
     assert data["computed"] == {
         "coordinator_api_base": "http://127.0.0.1:18000/v1",
@@ -439,7 +439,8 @@ _DEFAULT_DOCS = {
     "paths.data_dir": "per-user data dir",
 }
 _TYPE_NAMES = {
-    str: "string", int: "integer", float: "number", Path: "path", SecretStr: "secret string"
+    str: "string", int: "integer", float: "number", Path: "path", SecretStr: "secret string",
+    bool: "boolean",
 }
 
 

@@ -17,6 +17,12 @@ import httpx
 from ..protocol import API_PREFIX
 
 DEFAULT_MIX: dict[str, float] = {"sleep": 0.4, "echo": 0.3, "sha256": 0.25, "transcribe": 0.05}
+# The demo's mix when it runs a reference Ollama on simulated GPUs.
+DEMO_MIX: dict[str, float] = {"inference": 0.45, "sleep": 0.25, "echo": 0.1, "sha256": 0.15,
+                              "transcribe": 0.05}
+DEMO_MODELS = ("llama3.2:latest", "mistral:7b")
+PROMPT_WORDS = ("explain", "the", "GPU", "market", "in", "one", "short", "poem", "about",
+                "tokens", "receipts", "and", "miners", "please", "briefly")
 
 
 def make_payload(rng: random.Random, mix: dict[str, float] = DEFAULT_MIX) -> dict[str, Any]:
@@ -27,6 +33,9 @@ def make_payload(rng: random.Random, mix: dict[str, float] = DEFAULT_MIX) -> dic
     if kind in ("echo", "sha256"):
         data = "".join(rng.choices(string.ascii_letters + string.digits, k=rng.randint(4, 48)))
         return {"type": kind, "data": data}
+    if kind == "inference":
+        prompt = " ".join(rng.choices(PROMPT_WORDS, k=rng.randint(4, 12)))
+        return {"type": "inference", "prompt": prompt, "model": rng.choice(DEMO_MODELS)}
     return {"type": kind, "url": "https://example.invalid/audio.wav", "model": "whisper-small"}
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import __version__
 from ..coordinator import CoordinatorClient
+from ..gpu import Sampler
 from ..journal import Journal
 from ..runners import RunnerRegistry
 from .bus import EventBus
@@ -92,8 +93,10 @@ class Core:
         miner_key: str,
         rng: random.Random,
         clock: Callable[[], float] = time.time,
+        telemetry: Sampler | None = None,
     ) -> None:
         self.tuning = tuning
+        self.telemetry = telemetry  # GPU sampler; None: no GPU side at all
         self.client = client
         self.journal = journal
         self.pool = pool
@@ -162,8 +165,19 @@ class Core:
             and self.link is not Link.AUTH_REFUSED
         )
 
+    def capabilities_changed(self) -> None:
+        """A runner's offer changed (models, backend up/down): register it again."""
+        self.need_register = True
+        self.wake_session.set()
+
     def capacity_free(self) -> bool:
-        return len(self.held) < self.pool.usable()
+        """Whether the coordinator would hand us a job now.
+
+        It counts a job ours from poll until its outcome arrives (spec fact 2), so jobs
+        we hold and outcomes still in the outbox both fill its ``concurrency``; polling
+        beyond that only earns a 204.
+        """
+        return len(self.held) + self.outbox_size < self.pool.usable()
 
     def snapshot(self) -> Snapshot:
         jobs = tuple(
@@ -262,6 +276,9 @@ class Core:
             previous = self.link
             self.link, self.link_reason, self.backoff_until = link, reason, until
             if link is not previous:
+                # The poller parks while the link is down; a change must re-check that,
+                # else a miner whose heartbeat recovered first never polls again.
+                self.wake_poll.set()
                 self.emit(LinkChanged(at=self.clock(), link=link.value, reason=reason,
                                       message=f"coordinator link {link.value}"
                                       + (f": {reason}" if reason else "")))

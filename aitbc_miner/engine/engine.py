@@ -22,20 +22,22 @@ import httpx
 
 from .. import workspace
 from ..coordinator import CoordinatorClient
+from ..gpu import GpuView as TelemetryGpuView, Sampler, TelemetrySnapshot
 from ..journal import Journal
 from ..protocol import AssignedJob
 from ..runners import RunnerRegistry
 from ..runners.builtin import BuiltinRunner
 from .bus import SnapshotListener, Subscription
 from .core import Core, HeldJob, Tuning
-from .jobrun import JobRun
+from .gpu import gpu_status
+from .jobrun import GPU_LOST_REASON, JobRun
 from .earnings import keep_earnings
 from .outbox import Outbox
 from .payments import sync_payments
 from .poller import Poller
 from .session import Session
 from .slots import SlotPool
-from .snapshot import JobClaimed, JobFinished, ModeChanged, ReceiptView, Snapshot
+from .snapshot import GpuLost, JobClaimed, JobFinished, ModeChanged, ReceiptView, Snapshot
 
 log = logging.getLogger("aitbc_miner.engine")
 
@@ -57,6 +59,7 @@ class Engine:
         transport: httpx.AsyncBaseTransport | None = None,
         seed: int | None = None,
         clock: Callable[[], float] = time.time,
+        telemetry: Sampler | None = None,
     ) -> None:
         self._journal_path = journal_path
         workspace_root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -69,7 +72,14 @@ class Engine:
             pool=pool or SlotPool.from_counts(cpu=2, gpu=0),
             registry=registry or RunnerRegistry([BuiltinRunner()]),
             workspace_root=workspace_root, miner_key=miner_key,
-            rng=random.Random(seed), clock=clock)
+            rng=random.Random(seed), clock=clock, telemetry=telemetry)
+        if telemetry is not None:
+            telemetry.on_lost = self._on_gpu_lost
+            telemetry.on_snapshot = self._on_gpu_snapshot
+            self.core.gpu = gpu_status(telemetry.snapshot, self.core.pool.slots)
+        for runner in self.core.registry.runners:
+            if hasattr(runner, "on_change"):  # backends whose offer changes (models)
+                runner.on_change = self.core.capabilities_changed
         self.outbox = Outbox(self.core)
         self.session = Session(self.core)
         self.jobs = JobRun(self.core, self.outbox.enqueue)
@@ -178,6 +188,8 @@ class Engine:
         core.journal = await Journal.open(self._journal_path)
         try:
             await self._recover()
+            for runner in self._backends("refresh"):  # the first registration lists models
+                await runner.refresh()
             core.started = True
             core.changed()
             async with asyncio.TaskGroup() as tg:
@@ -192,6 +204,10 @@ class Engine:
                 ]
                 loops += [tg.create_task(self.outbox.worker(), name=f"outbox-{i}")
                           for i in range(core.tuning.outbox_workers)]
+                if core.telemetry is not None:
+                    loops.append(tg.create_task(core.telemetry.run(), name="gpu"))
+                loops += [tg.create_task(r.watch(), name=f"refresh-{r.name}")
+                          for r in self._backends("watch")]
                 await self._stop_requested.wait()
                 await self._shutdown(loops)
         finally:
@@ -199,7 +215,29 @@ class Engine:
             core.changed()
             core.bus.close()
             await core.client.aclose()
+            for runner in self._backends("aclose"):
+                await runner.aclose()
             await core.journal.close()
+
+    def _backends(self, method: str) -> list[Any]:
+        """Runners that talk to a backend and so have ``refresh``/``watch``/``aclose``."""
+        return [r for r in self.core.registry.runners if hasattr(r, method)]
+
+    def _on_gpu_snapshot(self, tele: TelemetrySnapshot) -> None:
+        self.core.gpu = gpu_status(tele, self.core.pool.slots)
+        self.core.changed()
+
+    def _on_gpu_lost(self, view: TelemetryGpuView) -> None:
+        """Its slots take no more work; the jobs on it fail with E_GPU_LOST; we re-register
+        with the smaller concurrency at once. The other GPUs go on."""
+        core = self.core
+        jobs = core.pool.mark_gpu_lost(view.uuid)
+        for job_id in jobs:
+            self.cancel(job_id, reason=GPU_LOST_REASON)
+        core.emit(GpuLost(at=core.clock(), gpu_index=view.index, gpu_uuid=view.uuid,
+                          jobs=tuple(jobs), message=f"GPU {view.index} ({view.name}) is lost"
+                          + (f"; failing job(s) {', '.join(jobs)} with E_GPU_LOST" if jobs else "")))
+        core.wake_session.set()
 
     async def _recover(self) -> None:
         core = self.core

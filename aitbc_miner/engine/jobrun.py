@@ -22,6 +22,7 @@ from .slots import NoSlotOfKind
 from .snapshot import JobFinished, JobLogLine, JobStarted, OutcomeView
 
 Enqueue = Any  # Callable[[str], None]; the outbox's enqueue
+GPU_LOST_REASON = "gpu lost"  # cancel reason of a job whose GPU fell off the bus: E_GPU_LOST
 
 
 class JobRun:
@@ -46,10 +47,12 @@ class JobRun:
                 raise JobFailed(ErrorCode.E_BADJOB, bad_payload)
             runner = core.registry.for_payload(payload)
             try:
-                slot = await core.pool.acquire(runner.slot_kind, held.job_id)
+                slot = await core.pool.acquire(runner.slot_kind, held.job_id, constraints)
             except NoSlotOfKind as exc:
                 raise JobFailed(ErrorCode.E_UNSUPPORTED, str(exc)) from exc
             held.slot = slot
+            if core.telemetry is not None and slot.gpu_uuid is not None:
+                core.telemetry.track_job(held.job_id, slot.gpu_uuid)
             await core.journal.mark_running(held.job_id, slot.slot_id)
             held.started_at = core.clock()
             started = time.perf_counter()
@@ -81,8 +84,13 @@ class JobRun:
                                       started)
         except asyncio.CancelledError:
             reason = held.cancel_reason
-            await self._stage_failure(held, ErrorCode.E_CANCELED,
-                                      f"canceled by {reason or 'shutdown'}", {}, started)
+            if reason == GPU_LOST_REASON:
+                await self._stage_failure(held, ErrorCode.E_GPU_LOST,
+                                          f"GPU {held.slot.gpu_uuid if held.slot else '?'} was "
+                                          "lost while the job ran", {}, started)
+            else:
+                await self._stage_failure(held, ErrorCode.E_CANCELED,
+                                          f"canceled by {reason or 'shutdown'}", {}, started)
             if reason is None:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
@@ -90,6 +98,8 @@ class JobRun:
             await self._stage_failure(held, ErrorCode.E_INTERNAL,
                                       f"{type(exc).__name__}: {exc}", {}, started)
         finally:
+            if core.telemetry is not None:
+                core.telemetry.end_job(held.job_id)
             if held.slot is not None:
                 core.pool.release(held.slot)
             core.held.pop(held.job_id, None)

@@ -49,6 +49,9 @@ class Outbox:
         self._pending: set[str] = set()
         self._empty = asyncio.Event()
         self._empty.set()
+        # /result jobs resent after an uncertain try the coordinator could not be asked
+        # about: the coordinator may hold an earlier receipt, so the one we get is flagged.
+        self._resent_blind: set[str] = set()
 
     def enqueue(self, job_id: str) -> None:
         if job_id in self._pending:
@@ -80,6 +83,7 @@ class Outbox:
                 if not self._pending:
                     self._empty.set()
                 self._sync_size()
+                self.core.wake_poll.set()  # the coordinator now counts one job fewer
 
     async def deliver(self, job_id: str) -> None:
         core = self.core
@@ -105,6 +109,9 @@ class Outbox:
                 core.count(rejected=1)
                 self._problem(record, backoff.attempt + 1, None,
                               f"the coordinator refused the outcome for good: {exc}")
+                # A refused outcome never decrements the coordinator's inflight counter:
+                # a heartbeat now repairs it, else a full miner idles until the next one.
+                core.wake_session.set()
                 return
             except AuthRefused as exc:
                 await core.journal.mark_staged_again(job_id, str(exc))
@@ -124,8 +131,10 @@ class Outbox:
         if record.endpoint == "result":
             answer = await core.client.result(record.job_id, body)
             await core.journal.mark_delivered(record.job_id)
+            resent = record.job_id in self._resent_blind
+            self._resent_blind.discard(record.job_id)
             if answer.receipt is not None:
-                await self._store_receipt(record, answer.receipt)
+                await self._store_receipt(record, answer.receipt, resent=resent)
         else:
             await core.client.fail(record.job_id, body)
             await core.journal.mark_delivered(record.job_id)
@@ -165,10 +174,13 @@ class Outbox:
             if record.endpoint == "fail"
             else "this coordinator cannot be asked; policy: resend, and count one receipt per job"
         )
+        if record.endpoint == "result":
+            self._resent_blind.add(record.job_id)
         await core.journal.mark_staged_again(record.job_id, policy)
         return False
 
-    async def _store_receipt(self, record: JobRecord, receipt: dict[str, Any]) -> None:
+    async def _store_receipt(self, record: JobRecord, receipt: dict[str, Any], *,
+                             resent: bool = False) -> None:
         core = self.core
         metrics = (record.body or {}).get("metrics", {})
         units = metrics.get("units")
@@ -179,12 +191,17 @@ class Outbox:
                        units=float(units))
         stored = await core.journal.store_receipt(
             record.job_id, receipt, verdict=check.verdict.value, reason=check.reason,
-            key_id=check.key_id, counted=check.counted)
+            key_id=check.key_id, counted=check.counted, resent=resent)
         core.receipts.appendleft(ReceiptView.of(stored))
         core.earnings_dirty.set()
         core.count(receipts=1, receipts_flagged=0 if stored.counted else 1)
-        note = "" if stored.counted else (
-            " DUPLICATE: not counted" if stored.duplicate else f" NOT COUNTED: {check.reason}")
+        if not stored.counted:
+            note = " DUPLICATE: not counted" if stored.duplicate else f" NOT COUNTED: {check.reason}"
+        elif stored.duplicate:
+            note = (" POSSIBLE DUPLICATE: /result was resent after an uncertain delivery; "
+                    "counted once, the coordinator may hold a second receipt")
+        else:
+            note = ""
         core.emit(ReceiptStored(at=core.clock(), job_id=record.job_id,
                                 receipt_id=stored.receipt_id, price=stored.price,
                                 verdict=check.verdict.value, counted=stored.counted,

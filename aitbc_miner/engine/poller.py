@@ -19,6 +19,7 @@ from ..coordinator import (
     NotRegistered,
     ProtocolViolation,
     RateLimited,
+    Uncertain,
     Unavailable,
 )
 from ..protocol import AssignedJob
@@ -55,10 +56,15 @@ class Poller:
                 core.set_loop("poll", blocked)
                 await core.wake_poll.wait()
                 core.wake_poll.clear()
+                self._idle_polls = 0  # something changed here: ask again at full pace
                 continue
             delay = await self._poll_once()
-            if delay > 0 and await core.sleep(delay, core.wake_poll):
+            # A freed slot may cut an idle wait short, never a backoff after an error:
+            # the coordinator's Retry-After (or our backoff) is honoured in full.
+            wake = core.wake_poll if self.backoff.attempt == 0 else None
+            if delay > 0 and await core.sleep(delay, wake):
                 core.wake_poll.clear()
+                self._idle_polls = 0
 
     async def _poll_once(self) -> float:
         """Poll once; returns how long to wait before the next poll."""
@@ -77,6 +83,10 @@ class Poller:
                                        f"({exc.message}); claiming stopped"))
             return 0.0
         except (Unavailable, ProtocolViolation) as exc:
+            if isinstance(exc, Uncertain | ProtocolViolation):
+                # The coordinator may have handed us a job we never got to read: its
+                # inflight count is one too high until a heartbeat says otherwise.
+                core.wake_session.set()
             delay = self.backoff.next_delay(
                 exc.retry_after if isinstance(exc, RateLimited) else None)
             self._report(exc, delay)
@@ -102,9 +112,10 @@ class Poller:
         core = self.core
         reason = str(exc)
         core.set_loop("poll", f"backing off {delay:.1f}s after {reason}", reason)
-        if reason == self._last_problem:
+        kind = f"{type(exc).__name__} {exc.status}"  # not the text: it may quote a job id
+        if kind == self._last_problem:
             return  # logged once per streak
-        self._last_problem = reason
+        self._last_problem = kind
         if isinstance(exc, ProtocolViolation):
             core.emit(ProtocolProblem(at=core.clock(), endpoint="poll", status=exc.status,
                                       message=f"malformed answer from {reason}"))

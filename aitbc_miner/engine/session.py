@@ -27,6 +27,7 @@ from ..coordinator import (
     RateLimited,
     Unavailable,
 )
+from ..gpu import capabilities as gpu_capabilities
 from ..protocol import HeartbeatRequest, RegisterRequest
 from .core import Core
 from .snapshot import AuthRefusedEvent, BackingOff, Link, ProtocolProblem, Registered
@@ -53,6 +54,8 @@ class Session:
                 for kind in ("cpu", "gpu")
             },
         }
+        if self.core.telemetry is not None:  # gpus [{name, memory_mb}], cuda, simulated
+            caps.update(gpu_capabilities(self.core.telemetry.snapshot))
         if t.price is not None:
             caps["price"] = t.price
         if t.region is not None:
@@ -150,9 +153,10 @@ class Session:
         reason = str(exc)
         core.set_link(Link.BACKING_OFF, reason, core.clock() + delay)
         core.set_loop("session", f"backing off {delay:.1f}s after {reason}", reason)
-        if reason == self._last_problem:
+        kind = f"{exc.endpoint} {type(exc).__name__} {exc.status}"  # not the text, which varies
+        if kind == self._last_problem:
             return  # logged once per streak
-        self._last_problem = reason
+        self._last_problem = kind
         if isinstance(exc, ProtocolViolation):
             core.emit(ProtocolProblem(at=core.clock(), endpoint=exc.endpoint, status=exc.status,
                                       message=f"malformed answer from {reason}"))

@@ -7,8 +7,11 @@ off the bus) takes no work and no longer counts towards the concurrency we regis
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from ..gpu import GpuSlotSpec, fits
 from ..runners.base import SlotKind
 from .snapshot import SlotState, SlotView
 
@@ -20,6 +23,7 @@ class Slot:
     gpu_uuid: str | None = None
     job_id: str | None = None
     lost: bool = False
+    gpu: GpuSlotSpec | None = None  # name and memory, for admission by constraints
 
     @property
     def free(self) -> bool:
@@ -42,6 +46,14 @@ class SlotPool:
         slots += [Slot(f"gpu:{i}", SlotKind.GPU) for i in range(gpu)]
         return cls(slots)
 
+    @classmethod
+    def from_specs(cls, cpu: int, gpus: Iterable[GpuSlotSpec]) -> SlotPool:
+        """CPU slots plus one slot per GPU spec (``gpu.gpu_slot_specs`` of the probe)."""
+        slots = [Slot(f"cpu:{i}", SlotKind.CPU) for i in range(cpu)]
+        slots += [Slot(g.slot_id, SlotKind.GPU, gpu_uuid=g.gpu_uuid, lost=g.lost, gpu=g)
+                  for g in gpus]
+        return cls(slots)
+
     @property
     def slots(self) -> tuple[Slot, ...]:
         return tuple(self._slots)
@@ -53,12 +65,23 @@ class SlotPool:
     def busy(self) -> int:
         return sum(1 for s in self._slots if s.job_id is not None)
 
-    async def acquire(self, kind: SlotKind, job_id: str) -> Slot:
-        """Wait for a free slot of ``kind`` and give it to ``job_id``."""
+    async def acquire(self, kind: SlotKind, job_id: str,
+                      constraints: Mapping[str, Any] | None = None) -> Slot:
+        """Wait for a free slot of ``kind`` that the job's ``constraints`` admit
+        (``min_vram_gb``, ``gpu``) and give it to ``job_id``."""
         while True:
-            if not any(s.kind is kind and not s.lost for s in self._slots):
+            working = [s for s in self._slots if s.kind is kind and not s.lost]
+            if not working:
                 raise NoSlotOfKind(f"this miner has no working {kind.value} slot")
-            slot = next((s for s in self._slots if s.kind is kind and s.free), None)
+            if constraints and kind is SlotKind.GPU:
+                verdicts = [(s, fits(constraints, s.gpu)) for s in working if s.gpu is not None]
+                refused = [why for _, (ok, why) in verdicts if not ok]
+                working = [s for s, (ok, _) in verdicts if ok] + [
+                    s for s in working if s.gpu is None]
+                if not working:
+                    raise NoSlotOfKind("no GPU here meets the job's constraints: "
+                                       + "; ".join(refused))
+            slot = next((s for s in working if s.free), None)
             if slot is not None:
                 slot.job_id = job_id
                 return slot
@@ -73,6 +96,17 @@ class SlotPool:
             if slot.slot_id == slot_id:
                 slot.lost = lost
         self._wake()
+
+    def mark_gpu_lost(self, gpu_uuid: str) -> list[str]:
+        """Mark every slot on this GPU lost; the jobs running there (to fail them)."""
+        jobs = []
+        for slot in self._slots:
+            if slot.gpu_uuid == gpu_uuid:
+                slot.lost = True
+                if slot.job_id is not None:
+                    jobs.append(slot.job_id)
+        self._wake()
+        return jobs
 
     def _wake(self) -> None:
         self._freed.set()

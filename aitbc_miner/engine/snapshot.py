@@ -275,6 +275,15 @@ class ModeChanged(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GpuLost(Event):
+    name: ClassVar[str] = "gpu_lost"
+    level: ClassVar[str] = "ERROR"
+    gpu_index: str
+    gpu_uuid: str
+    jobs: tuple[str, ...] = ()  # failed with E_GPU_LOST
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobClaimed(Event):
     name: ClassVar[str] = "job_claimed"
     job_id: str
@@ -336,4 +345,6 @@ class ReceiptStored(Event):
     duplicate: bool
 
     def severity(self) -> str:
-        return "INFO" if self.counted else "ERROR"
+        if not self.counted:
+            return "ERROR"
+        return "WARNING" if self.duplicate else "INFO"  # counted, but possibly billed twice

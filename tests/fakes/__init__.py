@@ -1,0 +1,1 @@
+"""Fake backends (Ollama, OpenAI-compatible) served over real loopback HTTP for tests."""

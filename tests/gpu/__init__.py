@@ -1,0 +1,1 @@
+"""GPU telemetry, slots and admission, against a fake pynvml."""
