@@ -15,10 +15,11 @@ from pathlib import Path
 
 from . import __version__
 from .codes import ExitCode
+from .ctl import COMMANDS, run_ctl
 from .config import ConfigError, Settings, load_settings, render_effective
 from .engine import Engine
 from .logs import add_secret, setup_logging
-from .runtime import Host, MissingKey, build_engine
+from .runtime import Host, MissingKey, build_engine, control_socket_path
 
 log = logging.getLogger("aitbc_miner.cli")
 
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     receipts.add_argument("--output", type=Path, metavar="FILE", help="write here, not stdout")
     earnings = sub.add_parser("earnings", help="earnings summary from the local journal")
     earnings.add_argument("--format", choices=["table", "json"], default="table")
+    ctl = sub.add_parser("ctl", help="control a running miner through its socket")
+    ctl.add_argument("action", choices=COMMANDS)
+    ctl.add_argument("job_id", nargs="?", help="the job to cancel")
+    ctl.add_argument("--exit", action="store_true", help="drain: exit once drained")
+    ctl.add_argument("--json", action="store_true", help="machine-readable output")
     demo = sub.add_parser("demo", help="reference coordinator + feeder + miner on loopback")
     demo.add_argument("--dialect", choices=["2026-01", "2026-08"], default="2026-01")
     demo.add_argument("--slots", type=int, default=4, help="CPU slots (default 4)")
@@ -74,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(render_effective(_settings(args)), end="")
             return ExitCode.OK
+        if args.command == "ctl":
+            if args.action == "cancel" and not args.job_id:
+                print("aitbc-miner ctl cancel: name the job to cancel", file=sys.stderr)
+                return ExitCode.CONFIG
+            return run_ctl(control_socket_path(_settings(args)), args.action, args.job_id,
+                           args.exit, args.json)
         if args.command in ("receipts", "earnings"):
             return _report(args)
         if args.command == "demo":
@@ -138,7 +150,8 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
     else:
         add_secret(key)
     engine = build_engine(settings, exit_when_drained=args.exit_when_drained)
-    host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s)
+    host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s,
+                control_socket=control_socket_path(settings))
     ui = None if headless else _console(settings.console.theme)
     try:
         return asyncio.run(host.run(ui))

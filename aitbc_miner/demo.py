@@ -23,7 +23,7 @@ from .devnet import DEFAULT_MINER_KEYS, Devnet, Dialect
 from .devnet.feeder import DEFAULT_MIX, DEMO_MIX, DEMO_MODELS, Feeder
 from .devnet.ollama import Behavior, FakeOllama
 from .engine import Engine
-from .runtime import Host, build_engine
+from .runtime import Host, build_engine, control_socket_path
 
 DEMO_MINER_ID = "demo-rig"
 # Simulated inference: ~40 tokens/s after a short "prompt eval", so a job lasts a few s.
@@ -57,7 +57,8 @@ async def run_demo(
             engine = await asyncio.to_thread(build_engine, settings)  # NVML probe blocks
             feeder = Feeder(devnet.url, devnet.client_headers(), target=queued, interval=0.5,
                             mix=DEMO_MIX if gpus else DEFAULT_MIX)
-            host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s)
+            host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s,
+                        control_socket=control_socket_path(settings))
             async with asyncio.TaskGroup() as tg:
                 feeding = tg.create_task(feeder.run(), name="feeder")
                 stopper = tg.create_task(_stop_after(engine, exit_after), name="exit-after")

@@ -18,6 +18,7 @@ import httpx
 
 from .codes import ExitCode
 from .config import Settings
+from .control import SOCKET_NAME, ControlServer
 from .engine import Engine, SlotPool, Tuning
 from .engine.snapshot import AuthRefusedEvent
 from .logs import add_static_field
@@ -125,9 +126,11 @@ def probe_gpus(settings: Settings) -> tuple[Sampler | None, tuple[GpuSlotSpec, .
 class Host:
     """Runs an engine to completion and decides the process's exit code."""
 
-    def __init__(self, engine: Engine, *, drain_grace_s: float) -> None:
+    def __init__(self, engine: Engine, *, drain_grace_s: float,
+                 control_socket: Path | None = None) -> None:
         self.engine = engine
         self.drain_grace_s = drain_grace_s
+        self.control = ControlServer(engine, control_socket) if control_socket else None
         self.exit_code = ExitCode.OK
         self._terms = 0
 
@@ -158,6 +161,8 @@ class Host:
                 loop.add_signal_handler(sig, self.on_terminate)
                 installed.append(sig)
         watcher = asyncio.create_task(self._watch_auth())
+        if self.control is not None:
+            await self.control.start()
         engine_task = asyncio.create_task(self.engine.run(), name="engine")
         try:
             if ui is not None:
@@ -167,9 +172,15 @@ class Host:
             await engine_task
         finally:
             watcher.cancel()
+            if self.control is not None:
+                await self.control.stop()
             for sig in installed:
                 loop.remove_signal_handler(sig)
         return self.exit_code
+
+
+def control_socket_path(settings: Settings) -> Path:
+    return settings.paths.effective_state_dir / SOCKET_NAME
 
 
 def ensure_private_dir(path: Path) -> None:
