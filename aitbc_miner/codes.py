@@ -39,7 +39,8 @@ ERROR_CODES: dict[ErrorCode, str] = {
     ErrorCode.E_CANCELED: "the operator (or shutdown) canceled the job",
     ErrorCode.E_INTERRUPTED: "the agent stopped while the job was running; it is not re-run",
     ErrorCode.E_BADRESULT: "the job's output could not be turned into a JSON result",
-    ErrorCode.E_BACKEND_UNAVAILABLE: "the inference backend could not be reached",
+    ErrorCode.E_BACKEND_UNAVAILABLE: (
+        "a backend the job needs (inference server, artifact store) could not be reached"),
     ErrorCode.E_MODEL_NOT_FOUND: "the requested model is not available on this miner",
     ErrorCode.E_GPU_LOST: "the job's GPU fell off the bus while it ran",
     ErrorCode.E_INTERNAL: "a bug in the miner; the message says where",

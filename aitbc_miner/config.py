@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import platformdirs
 import yaml
+from .runners.settings import RunnerSettings
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -320,8 +321,8 @@ class ConsoleSettings(_Section):
 
 
 _SECTIONS = frozenset(
-    {"coordinator", "miner", "poll", "slots", "gpu", "inference", "jobs", "workspace", "paths",
-     "log", "console"}
+    {"coordinator", "miner", "poll", "slots", "gpu", "inference", "runners", "jobs",
+     "workspace", "paths", "log", "console"}
 )
 
 
@@ -340,6 +341,8 @@ class Settings(BaseSettings):
     slots: SlotSettings = _doc(SlotSettings, "How many jobs run at once, per kind")
     gpu: GpuSettings = _doc(GpuSettings, "GPU telemetry (NVML) and simulated GPUs")
     inference: InferenceSettings = _doc(InferenceSettings, "LLM inference backend")
+    runners: RunnerSettings = _doc(
+        RunnerSettings, "Process runners: allowlist, limits, python functions, artifacts, secrets")
     jobs: JobSettings = _doc(JobSettings, "Job time limits and shutdown grace")
     workspace: WorkspaceSettings = _doc(WorkspaceSettings, "Retention of job folders")
     paths: PathSettings = _doc(PathSettings, "Where state and job data live")

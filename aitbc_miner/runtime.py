@@ -24,6 +24,10 @@ from .engine.snapshot import AuthRefusedEvent
 from .logs import add_static_field
 from .gpu import GpuSlotSpec, Nvml, Sampler, gpu_slot_specs, simulated_nvml
 from .runners import Runner, RunnerRegistry
+from .runners.allowlist import Allowlist
+from .runners.base import SlotKind
+from .runners.cli import CliRunner, make_sandbox, make_uploader
+from .runners.python import PythonRunner
 from .runners.builtin import BuiltinRunner
 from .runners.inference import TelemetryGpuSampler
 from .runners.ollama import DEFAULT_OLLAMA_URL, OllamaRunner
@@ -69,10 +73,7 @@ def build_engine(
     ensure_private_dir(settings.paths.effective_state_dir)
     telemetry, specs = probe_gpus(settings)
     if registry is None:
-        registry = RunnerRegistry([BuiltinRunner()])
-        backend = inference_runner(settings, telemetry)
-        if backend is not None:
-            registry.add(backend)
+        registry = default_registry(settings, key, telemetry, gpu_slots=bool(specs))
     engine = Engine(
         tuning_from(settings),
         miner_key=key,
@@ -88,6 +89,27 @@ def build_engine(
     )
     engine.core.exit_when_drained = exit_when_drained
     return engine
+
+
+def default_registry(settings: Settings, key: str, telemetry: Sampler | None, *,
+                     gpu_slots: bool) -> RunnerRegistry:
+    """Built-in jobs, allowlisted commands, trusted Python functions and the LLM backend."""
+    rs = settings.runners
+    allowlist = Allowlist.load(rs.allowlist_dirs, secrets=rs.secrets.keys())
+    sandbox = make_sandbox(rs)  # one sandbox, so its one-time notices appear once
+    uploader = make_uploader(rs, {"X-Api-Key": key, "X-Miner-ID": settings.miner.id})
+    runners: list[Runner] = [
+        BuiltinRunner(),
+        CliRunner(rs, allowlist=allowlist, sandbox=sandbox, uploader=uploader),
+        PythonRunner(rs, sandbox=sandbox, uploader=uploader),
+    ]
+    if gpu_slots:
+        runners.append(CliRunner(rs, allowlist=allowlist, sandbox=sandbox, uploader=uploader,
+                                 slot_kind=SlotKind.GPU))
+    backend = inference_runner(settings, telemetry)
+    if backend is not None:
+        runners.append(backend)
+    return RunnerRegistry(runners)
 
 
 def inference_runner(settings: Settings, telemetry: Sampler | None) -> Runner | None:

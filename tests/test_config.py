@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -399,7 +400,7 @@ def leaf_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[Le
 def dotted(data: dict[str, Any], prefix: str = "") -> set[str]:
     keys: set[str] = set()
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty mapping is a leaf (e.g. secrets: {})
             keys |= dotted(value, f"{prefix}{key}.")
         else:
             keys.add(prefix + key)
@@ -437,6 +438,7 @@ _DEFAULT_DOCS = {
     "miner.id": "host name",
     "paths.state_dir": "per-user state dir",
     "paths.data_dir": "per-user data dir",
+    "runners.allowlist_dirs": "`/etc/aitbc/miner/allowlist.d`, then the per-user one",
 }
 _TYPE_NAMES = {
     str: "string", int: "integer", float: "number", Path: "path", SecretStr: "secret string",
@@ -448,11 +450,28 @@ def type_name(annotation: Any) -> str:
     args = [a for a in get_args(annotation) if a is not type(None)]
     if get_origin(annotation) is Literal:
         return " \\| ".join(f"`{a}`" for a in args)
+    if get_origin(annotation) is list:
+        return f"list of {type_name(args[0])}"
+    if get_origin(annotation) is dict:
+        return f"mapping of {type_name(args[1])}"
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return " \\| ".join(f"`{m.value}`" for m in annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation.__name__
     if args and len(args) < len(get_args(annotation)):  # X | None
         return type_name(args[0]) + ", optional"
     if args:  # Annotated[X, ...]
         return type_name(args[0])
     return _TYPE_NAMES[annotation]
+
+
+def _shown_default(info: Any) -> Any:
+    value = info.default_factory() if info.default_factory is not None else info.default
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, list) and value and isinstance(value[0], Path):
+        return [str(p) for p in value]
+    return value
 
 
 def reference_table() -> str:
@@ -463,7 +482,8 @@ def reference_table() -> str:
     for path, info in leaf_fields(Settings):
         key = ".".join(path)
         default = _DEFAULT_DOCS.get(key) or (
-            "unset" if info.default is None else f"`{info.default}`"
+            "unset" if info.default is None and info.default_factory is None
+            else f"`{_shown_default(info)}`"
         )
         lines.append(
             f"| `{key}` | {type_name(info.annotation)} | {default} | `{env_var_name(*path)}` "

@@ -27,6 +27,7 @@ from ..protocol import (
     RegisterRequest,
     ResultRequest,
 )
+from .artifacts import ArtifactStore
 from .auth import AuthConfig, client_identity, miner_identity
 from .coordinator import Coordinator
 from .errors import HttpError
@@ -96,6 +97,7 @@ class DevnetApp:
     limiter: RateLimiter
     requests: Counter[str] = field(default_factory=Counter)
     snapshot: Callable[[], dict[str, Any]] | None = None
+    artifacts: ArtifactStore | None = None
 
     @property
     def dialect(self) -> Dialect:
@@ -258,6 +260,9 @@ class DevnetApp:
         r.add_post(f"{v}/miners/poll", ep("poll", self.poll))
         r.add_post(f"{v}/miners/{{job_id}}/result", ep("result", self.result))
         r.add_post(f"{v}/miners/{{job_id}}/fail", ep("fail", self.fail))
+        if self.artifacts is not None:
+            self.artifacts.check_auth = lambda h: miner_identity(self.auth, h, c.clock.now())
+            self.artifacts.add_routes(r, v)
         if self.dialect is Dialect.V2026_08:
             r.add_post(f"{v}/miners/{{miner_id}}/earnings", ep("earnings", self.earnings))
             r.add_delete(f"{v}/miners/{{miner_id}}", ep("deregister", self.deregister))

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ..protocol import API_PREFIX, Dialect
 from ..receipts import public_key_id
 from .app import DevnetApp
+from .artifacts import ArtifactStore
 from .auth import AuthConfig, client_headers, miner_headers
 from .clock import Clock, SystemClock
 from .coordinator import Coordinator
@@ -67,6 +68,7 @@ class Devnet:
         self.auth = AuthConfig(self.dialect, frozenset(miner_keys), client_key, jwt_secret)
         self.clock: Clock = clock or SystemClock()
         self.faults = FaultBook()
+        self.artifacts = ArtifactStore()  # POST /v1/miners/{job_id}/artifacts
         limits = resolve_limits(self.dialect is Dialect.V2026_08, rate_limits, rate_limit_scale)
         self.limiter = RateLimiter(limits, self.clock)
         self.requests: Counter[str] = Counter()
@@ -84,7 +86,8 @@ class Devnet:
         store = self._open_store()
         self.signing_key = self._resolve_key(store) if self._receipt_signing else None
         self.coordinator = Coordinator(store, self.dialect, self.clock, self.signing_key)
-        app = DevnetApp(self.coordinator, self.auth, self.faults, self.limiter, self.requests, self.state)
+        app = DevnetApp(self.coordinator, self.auth, self.faults, self.limiter, self.requests,
+                        self.state, self.artifacts)
         self._runner = web.AppRunner(app.build(), access_log=None, handle_signals=False)
         await self._runner.setup()
         self.port = await self._bind(store)

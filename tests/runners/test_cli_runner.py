@@ -1,0 +1,89 @@
+"""The cli runner's result shape, stdin/env plumbing, GPU slots and its one-time notice."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from aitbc_miner.codes import ErrorCode
+from aitbc_miner.runners.base import JobFailed, SlotKind
+from aitbc_miner.sandbox import Sandbox, SandboxFeatures
+
+from .helpers import FAST_KILL, behave, make_ctx
+
+CAT = {"executable": "/usr/bin/cat", "stdin_max_bytes": 1000}
+
+
+async def test_result_carries_stdout_exit_code_and_metrics(make_runner, tmp_path):
+    runner = make_runner({"echo": behave("echo")})
+    output = await runner.run({"type": "cli", "command": "echo", "args": ["a", "b"]},
+                              make_ctx(tmp_path))
+    assert output.result == {"status": "completed", "command": "echo", "exit_code": 0,
+                             "stdout": "a b\n"}
+    assert {"cpu_time_ms", "memory_peak_bytes", "output_bytes", "exit_code",
+            "sandbox"} <= set(output.metrics)
+
+
+async def test_stdin_and_allowed_variables_reach_the_job(make_runner, tmp_path):
+    runner = make_runner({"cat": CAT, "status": behave("status", env={"QUALITY": None},
+                                                       set_env={"MODE": "fast"})})
+    cat = await runner.run({"type": "cli", "command": "cat", "stdin": "from stdin"},
+                           make_ctx(tmp_path))
+    status = await runner.run({"type": "cli", "command": "status", "env": {"QUALITY": "9"}},
+                              make_ctx(tmp_path))
+    env = json.loads(status.result["stdout"])["env"]
+    assert cat.result["stdout"] == "from stdin"
+    assert (env["QUALITY"], env["MODE"]) == ("9", "fast")
+
+
+async def test_json_output_is_parsed_or_e_badresult(make_runner, tmp_path):
+    runner = make_runner({"json": behave("echo", output="json")})
+    good = await runner.run({"type": "cli", "command": "json", "args": ["123"]}, make_ctx(tmp_path))
+    assert good.result["output"] == 123 and "stdout" not in good.result
+    with pytest.raises(JobFailed) as caught:
+        await runner.run({"type": "cli", "command": "json", "args": ["nope"]}, make_ctx(tmp_path))
+    assert caught.value.code is ErrorCode.E_BADRESULT
+    assert caught.value.message.startswith("output: entry 'json' promises JSON on stdout")
+
+
+async def test_a_printed_secret_is_redacted_from_the_result(make_runner, tmp_path):
+    from aitbc_miner import logs
+
+    logs.add_secret("hunter2-redact-me")
+    runner = make_runner({"echo": behave("echo")})
+    output = await runner.run({"type": "cli", "command": "echo", "args": ["hunter2-redact-me"]},
+                              make_ctx(tmp_path))
+    assert output.result["stdout"] == "***\n"
+
+
+async def test_gpu_entries_run_only_on_gpu_slots_and_see_only_their_gpu(make_runner, tmp_path):
+    entries = {"gpu": behave("status", gpu=True), "cpu": behave("status")}
+    gpu_runner = make_runner(entries, slot_kind=SlotKind.GPU)
+    cpu_runner = make_runner(entries)
+    ctx = make_ctx(tmp_path, slot_kind=SlotKind.GPU, gpu_uuid="GPU-1234")
+    output = await gpu_runner.run({"type": "cli-gpu", "command": "gpu"}, ctx)
+    assert json.loads(output.result["stdout"])["env"]["CUDA_VISIBLE_DEVICES"] == "GPU-1234"
+    assert gpu_runner.job_types == frozenset({"cli-gpu"})
+    assert gpu_runner.capabilities() == {"cli_gpu_commands": ["gpu"]}
+    assert cpu_runner.capabilities() == {"cli_commands": ["cpu"]}
+    with pytest.raises(JobFailed) as on_cpu:
+        await cpu_runner.run({"type": "cli", "command": "gpu"}, make_ctx(tmp_path))
+    with pytest.raises(JobFailed) as on_gpu:
+        await gpu_runner.run({"type": "cli-gpu", "command": "cpu"}, ctx)
+    assert on_cpu.value.code is ErrorCode.E_UNSUPPORTED
+    assert on_gpu.value.code is ErrorCode.E_DENY
+    assert on_gpu.value.message == "gpu: entry 'cpu' may not use a GPU; send it as type 'cli'"
+
+
+async def test_without_cgroups_the_miner_says_so_once(make_runner, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="aitbc_miner.sandbox.process")
+    sandbox = Sandbox(SandboxFeatures(netns=False, private_tmpfs=False), **FAST_KILL)
+    runner = make_runner({"echo": behave("echo", network="host")}, sandbox=sandbox)
+    for _ in range(2):
+        output = await runner.run({"type": "cli", "command": "echo", "args": ["x"]},
+                                  make_ctx(tmp_path))
+        assert output.metrics["sandbox"] == "rlimits"
+    notices = [r for r in caplog.records if "cgroups are not usable here" in r.getMessage()]
+    assert len(notices) == 1
