@@ -16,7 +16,8 @@ and only the coordinator's answer moves it on:
     jobs): if the job is listed, it arrived -> ``delivered``; else it is resent.
   - ``/result`` where it does not (2026-01): **resent**. Losing a client's result is
     worse than a duplicate receipt; the ledger counts one receipt per job and flags any
-    duplicate so the operator can dispute it.
+    duplicate so the operator can dispute it (the receipt a blind resend brings back is
+    stored ``duplicate``: the coordinator may hold an earlier one we never saw).
   - ``/fail``: resent. A repeated failure report makes no receipt and no charge.
 """
 
