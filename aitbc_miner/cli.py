@@ -131,13 +131,17 @@ def _report(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _console(theme: str | None) -> Callable[[Engine], Awaitable[None]]:
-    """The Textual console as a coroutine over an engine; imported only when used."""
+def _console(theme: str | None,
+             default_theme: str | None = None) -> Callable[[Engine], Awaitable[None]]:
+    """The Textual console as a coroutine over an engine; imported only when used.
+
+    ``theme`` is ``--theme`` (wins over the one remembered from ``t``); ``default_theme``
+    is the config's, used when neither is set."""
 
     async def run_console(engine: Engine) -> None:
         from tui.app import MinerConsole
 
-        await MinerConsole(engine, theme=theme).run_async()
+        await MinerConsole(engine, theme=theme, default_theme=default_theme).run_async()
 
     return run_console
 
@@ -152,7 +156,7 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
     engine = build_engine(settings, exit_when_drained=args.exit_when_drained)
     host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s,
                 control_socket=control_socket_path(settings))
-    ui = None if headless else _console(settings.console.theme)
+    ui = None if headless else _console(args.theme, settings.console.theme)
     try:
         return asyncio.run(host.run(ui))
     except Exception:  # last resort: one line, never the key (redacted), exit 1

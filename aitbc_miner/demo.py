@@ -48,7 +48,7 @@ async def run_demo(
             settings = load_settings(None, overrides={
                 "coordinator": {"url": devnet.url, "public_key": devnet.public_key_id},
                 "miner": {"id": DEMO_MINER_ID, "key": DEFAULT_MINER_KEYS[0], "price": 0.02},
-                "slots": {"cpu": slots},
+                "slots": {"cpu": slots, "per_gpu": 2},
                 "gpu": {"simulate": gpus},
                 "inference": {"backend": "ollama" if gpus else "off", "url": ollama.url},
                 "heartbeat_interval_s": 5.0,

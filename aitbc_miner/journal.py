@@ -153,7 +153,8 @@ class Journal:
         return cls(db, path)
 
     async def close(self) -> None:
-        await self._db.close()
+        async with self._tx:  # a write whose caller was cancelled still finishes first
+            await self._db.close()
 
     async def _write(self, statements: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
         """Run statements in one transaction; returns once they are committed.
@@ -365,6 +366,13 @@ class Journal:
             rows = await cur.fetchall()
         return [ReceiptRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), bool(r[8]),
                               r[9]) for r in rows]
+
+    async def receipt_body(self, receipt_id: str) -> dict[str, Any] | None:
+        async with self._db.execute(
+            "SELECT body FROM receipts WHERE receipt_id=?", (receipt_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return json.loads(row[0]) if row else None
 
     async def counts(self) -> dict[str, int]:
         """Jobs per state and per outcome, e.g. ``{"delivered": 10, "outcome:failed": 2}``."""

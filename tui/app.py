@@ -1,109 +1,354 @@
-"""A first console over the live engine: status at a glance and the core keys.
+"""The operator console: the rig's state at a glance, and every action on a key.
 
-The full console (GPU panel, tables, receipts, earnings, themes) is issue 5; this one
-already follows its rules: it renders snapshots and acts only through engine commands.
+The App is an adapter. It reads engine snapshots (pushed by the engine's listener to the
+dashboard, coalesced) and engine events (a worker of the event log), and acts only
+through the engine's command API, the same one headless signals and the control socket
+use. It never calls into the engine on a key press except for a command, and never
+reads ``engine.snapshot()`` after mounting: a slow coordinator, a stalled GPU read or a
+flood of snapshots cannot hold up key handling.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
 
-from rich.text import Text
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.message import Message
-from textual.widgets import Footer, Static
+from textual.screen import Screen
+from textual.theme import Theme
+from textual.widgets import Footer
 
-from aitbc_miner import __version__
-from aitbc_miner.engine import Engine, Snapshot
+from aitbc_miner.engine.snapshot import Mode, Snapshot
 
+from .messages import EngineClosed, SnapshotArrived
+from .protocol import EngineLike
+from .screens import (
+    ConfirmScreen,
+    ConsoleDialog,
+    HelpScreen,
+    JobDetailsScreen,
+    QuitScreen,
+    ReceiptDetailsScreen,
+)
+from .theming import DEFAULT_THEME, ThemeMemory, default_prefs_path, load_themes, next_theme
+from .widgets.dashboard import Dashboard
+from .widgets.gpu import slot_label
+from .widgets.jobs import JobsTable
+from .widgets.receipts import ReceiptsTable
 
-class SnapshotArrived(Message):
-    def __init__(self, snapshot: Snapshot) -> None:
-        super().__init__()
-        self.snapshot = snapshot
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, SnapshotArrived)
-
-
-class StatusView(Static):
-    """The rig's state as text: mode, link, slots, recent outcomes."""
-
-    DEFAULT_CSS = """
-    StatusView { height: 1fr; padding: 0 1; }
-    """
-
-    def on_snapshot_arrived(self, message: SnapshotArrived) -> None:
-        self.update(render(message.snapshot))
-
-
-def render(s: Snapshot, now: float | None = None) -> Text:
-    now = time.time() if now is None else now
-    c = s.connection
-    beat = f"heartbeat {now - c.last_heartbeat_at:.0f}s ago" if c.last_heartbeat_at else "no heartbeat yet"
-    text = Text()
-    text.append(f"aitbc-miner {__version__} | {s.miner_id} @ {c.url} | ", style="bold")
-    text.append(f"{c.link.value}", style="green" if c.link.value == "registered" else "red")
-    text.append(f" · {beat} | {s.mode.value.upper()}\n", style="bold")
-    if c.reason:
-        text.append(f"  {c.reason}\n", style="yellow")
-    text.append("\nSlots\n", style="bold underline")
-    for slot in s.slots:
-        text.append(f"  {slot.slot_id:<8} {slot.state.value:<9} {slot.job_id or ''}\n")
-    counters = s.counters
-    text.append(
-        f"\npolling every {s.poll_interval_s:.2f}s · outbox {s.outbox} · completed "
-        f"{counters.completed} · failed {counters.failed} · canceled {counters.canceled} · "
-        f"receipts {counters.receipts} (flagged {counters.receipts_flagged})\n")
-    text.append("\nRecent outcomes\n", style="bold underline")
-    for outcome in s.recent[:10]:
-        text.append(f"  {outcome.job_id[:12]:<12} {outcome.job_type:<10} {outcome.outcome:<10} "
-                    f"{outcome.error_code or ''}\n")
-    return text
+_DEFAULT = object()
+DRAINING_MODES = (Mode.DRAINING, Mode.DRAINED)
 
 
 class MinerConsole(App[None]):
+    """``MinerConsole(engine).run_async()`` beside the engine, on the same loop."""
+
     TITLE = "aitbc-miner"
+    CSS_PATH = "console.tcss"
+    ENABLE_COMMAND_PALETTE = True
+
     BINDINGS = [
-        Binding("p", "toggle_pause", "Pause/Resume"),
+        Binding("p", "pause", "Pause"),
+        Binding("p", "resume", "Resume"),
         Binding("d", "drain", "Drain"),
         Binding("D", "undrain", "Undrain"),
+        Binding("c", "cancel_job", "Cancel"),
+        Binding("enter", "details", "Details", key_display="⏎"),
+        Binding("l", "focus_log", "Log"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("v", "next_view", "View"),
+        Binding("t", "next_theme", "Theme"),
+        Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit_console", "Quit"),
     ]
 
-    def __init__(self, engine: Engine, theme: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: EngineLike,
+        theme: str | None = None,
+        *,
+        default_theme: str | None = None,
+        clock: Callable[[], float] = time.time,
+        started_at: float | None = None,
+        prefs_path: Path | None | object = _DEFAULT,
+        themes: Iterable[Theme] | None = None,
+        tick: float | None = 1.0,
+    ) -> None:
+        """``theme`` is an explicit choice (``--theme``) and wins; else the one last chosen
+        with ``t`` (remembered in ``prefs_path``); else ``default_theme`` (the config)."""
         super().__init__()
         self.engine = engine
-        self._remove_listener = None
+        self.clock = clock
+        self.started_at = clock() if started_at is None else started_at
+        self.tick = tick
+        path = default_prefs_path() if prefs_path is _DEFAULT else prefs_path
+        self.memory = ThemeMemory(path)  # type: ignore[arg-type]
+        self._themes = {t.name: t for t in (themes if themes is not None else load_themes().values())}
+        self._wanted_theme = theme or self.memory.load() or default_theme or DEFAULT_THEME
+        self._remove_listener: Callable[[], None] | None = None
+        # Subscribe now, before the engine's first step (the CLI builds the console while
+        # the engine task is only scheduled), so the log has the engine's events from start.
+        self.subscription = engine.subscribe()
+        self._last_mode: Mode | None = None
+        self._pause_intent: bool | None = None  # until a snapshot shows the command's effect
+        self._last_has_jobs: bool | None = None
+        self.quitting: str | None = None  # "drain" or "cancel" once the operator chose
+        self.theme_problem: str | None = None
+
+    # --- setup -----------------------------------------------------------------------
+
+    def on_load(self) -> None:
+        for theme in self._themes.values():
+            self.register_theme(theme)
+        wanted = self._wanted_theme
+        if wanted not in self.available_themes:
+            fallback = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
+            self.theme_problem = f"unknown theme {wanted!r}; using {fallback}"
+            wanted = fallback
+        self.theme = wanted
 
     def compose(self) -> ComposeResult:
-        yield StatusView(id="status")
-        yield Footer()
+        yield Dashboard(self.engine, clock=self.clock, started_at=self.started_at,
+                        tick=self.tick, subscription=self.subscription, id="dashboard")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        view = self.query_one(StatusView)
-        view.update(render(self.engine.snapshot()))
+        dashboard = self.dashboard
+        dashboard.on_applied = self._after_snapshot
+        dashboard.apply(self.engine.snapshot())
         self._remove_listener = self.engine.add_listener(
-            lambda snap: view.post_message(SnapshotArrived(snap)))
+            lambda snap: dashboard.post_message(SnapshotArrived(snap)))
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        self.dashboard.jobs.focus()
+        if self.theme_problem:
+            self.notify(self.theme_problem, severity="warning", markup=False)
 
     def on_unmount(self) -> None:
-        if self._remove_listener:
+        if self._remove_listener is not None:
             self._remove_listener()
+            self._remove_listener = None
 
-    def action_toggle_pause(self) -> None:
-        if self.engine.snapshot().mode.value == "paused":
-            self.engine.resume()
-        else:
-            self.engine.pause()
+    @property
+    def dashboard(self) -> Dashboard:
+        return self.query_one(Dashboard)
+
+    @property
+    def latest(self) -> Snapshot | None:
+        return self.dashboard.latest
+
+    def _theme_changed(self, theme: Theme) -> None:
+        self.memory.save(theme.name)
+
+    # --- following the engine ------------------------------------------------------
+
+    def _after_snapshot(self, snap: Snapshot) -> None:
+        if self._pause_intent is not None and self._pause_intent == (snap.mode is Mode.PAUSED):
+            self._pause_intent = None
+        has_jobs = bool(snap.jobs)
+        if snap.mode is not self._last_mode or has_jobs != self._last_has_jobs:
+            self._last_mode, self._last_has_jobs = snap.mode, has_jobs
+            self.refresh_bindings()
+        if self.quitting and not snap.jobs and snap.mode in (Mode.DRAINED, Mode.STOPPING,
+                                                               Mode.STOPPED):
+            self.exit()
+        elif snap.mode is Mode.STOPPED:
+            self.exit()
+
+    def on_engine_closed(self, _message: EngineClosed) -> None:
+        """The engine stopped (a signal, an auth refusal, or our own drain-then-quit)."""
+        self.exit()
+
+    # --- which keys apply now --------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if isinstance(self.screen, ConsoleDialog):
+            return False  # a dialog or details view answers its own keys only (Esc closes)
+        snap = self.latest
+        mode = snap.mode if snap else None
+        paused = mode is Mode.PAUSED if self._pause_intent is None else self._pause_intent
+        if action == "pause":
+            return not paused
+        if action == "resume":
+            return paused
+        if action == "drain":
+            return mode not in DRAINING_MODES
+        if action == "undrain":
+            return mode in DRAINING_MODES
+        if action == "cancel_job":
+            return True if snap and snap.jobs else None
+        if action == "next_view":
+            return any(d.compact for d in self.query(Dashboard))
+        return True
+
+    # --- actions: each one an engine command ----------------------------------------
+
+    def action_pause(self) -> None:
+        if self.latest and self.latest.mode in DRAINING_MODES:
+            self.notify("draining already takes no new jobs; D undrains", markup=False)
+            return
+        self.engine.pause()
+        self._pause_intent = True
+        self.refresh_bindings()
+        self.notify("paused: no new jobs are claimed; running jobs go on", markup=False)
+
+    def action_resume(self) -> None:
+        self.engine.resume()
+        self._pause_intent = False
+        self.refresh_bindings()
+        self.notify("resumed: claiming jobs again", markup=False)
 
     def action_drain(self) -> None:
-        self.engine.drain()
+        running = len(self.latest.jobs) if self.latest else 0
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.engine.drain()
+                self.notify(f"draining: {running} job(s) left; D undrains", markup=False)
+
+        self.push_screen(ConfirmScreen(
+            f"Drain? No new jobs are claimed; the {running} running job(s) finish and are "
+            "delivered, then the miner idles (D undrains).", yes="Drain"), answer)
 
     def action_undrain(self) -> None:
+        self.quitting = None
+        self.dashboard.quitting = False
         self.engine.undrain()
+        self.notify("undrained: claiming jobs again", markup=False)
+
+    def action_cancel_job(self) -> None:
+        job_id = self.dashboard.jobs.selected_job_id
+        if job_id is None:
+            self.notify("no job selected", severity="warning", markup=False)
+            return
+        self.action_cancel_job_id(job_id)
+
+    def action_cancel_job_id(self, job_id: str) -> None:
+        snap = self.latest
+        job = snap.job(job_id) if snap else None
+        where = slot_label(job.slot_id, snap.gpu) if job and snap and job.slot_id else "no slot yet"
+        what = f"{job_id} ({job.job_type} on {where})" if job else job_id
+
+        def answer(yes: bool | None) -> None:
+            if not yes:
+                return
+            if self.engine.cancel(job_id):
+                self.notify(f"canceling job {job_id}: it is reported E_CANCELED", markup=False)
+            else:
+                self.notify(f"job {job_id} is no longer running", severity="warning",
+                            markup=False)
+
+        self.push_screen(ConfirmScreen(
+            f"Cancel job {what}? Its work is lost and it is reported E_CANCELED.",
+            yes="Cancel job"), answer)
+
+    def action_details(self) -> None:
+        focused = self.focused
+        receipts = self.dashboard.receipts
+        if isinstance(focused, ReceiptsTable) and receipts.selected is not None:
+            self.show_receipt(receipts.selected)
+            return
+        job_id = self.dashboard.jobs.selected_job_id
+        if job_id is not None:
+            self.show_job(job_id)
+        elif receipts.selected is not None:
+            self.show_receipt(receipts.selected)
+        else:
+            self.notify("nothing to show yet: no job or receipt selected", markup=False)
+
+    def on_jobs_table_open(self, message: JobsTable.Open) -> None:
+        self.show_job(message.job_id)
+
+    def on_receipts_table_open(self, message: ReceiptsTable.Open) -> None:
+        self.show_receipt(message.receipt)
+
+    def show_job(self, job_id: str) -> None:
+        self.push_screen(JobDetailsScreen(job_id, lambda: self.latest,
+                                          self.dashboard.events.for_job, self.clock))
+
+    def show_receipt(self, receipt: Any) -> None:
+        self.push_screen(ReceiptDetailsScreen(receipt, self.engine))
+
+    def action_focus_log(self) -> None:
+        if self.dashboard.compact:
+            self.dashboard.view = "events"
+        self.dashboard.events.log_view.focus()
+
+    def action_filter(self) -> None:
+        if self.dashboard.compact:
+            self.dashboard.view = "events"
+        self.dashboard.events.open_filter()
+
+    def action_next_view(self) -> None:
+        view = self.dashboard.next_view()
+        target = {"receipts": self.dashboard.receipts,
+                  "events": self.dashboard.events.log_view}.get(view)
+        if target is not None:
+            target.focus()
+
+    def action_next_theme(self) -> None:
+        self.theme = next_theme(self.theme, self.available_themes)
+        self.notify(f"theme {self.theme} (remembered)", markup=False)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """ctrl+q (Textual's own quit key) goes through the same safe quit."""
+        self.action_quit_console()
 
     def action_quit_console(self) -> None:
-        """Quit without losing a result: running jobs finish (drain) before the engine stops."""
-        self.engine.drain(exit_when_drained=True)
-        self.exit()
+        """Quit without losing a result: with jobs held, ask to drain, cancel, or stay."""
+        snap = self.latest
+        held = len(snap.jobs) if snap else 0
+        if held == 0:
+            self.exit()
+            return
+
+        def answer(choice: str | None) -> None:
+            if choice == "drain":
+                self.quitting = "drain"
+                self.dashboard.quitting = True
+                self.engine.drain(exit_when_drained=True)
+                self.notify("draining, then quitting: the running jobs finish first",
+                            markup=False)
+            elif choice == "cancel":
+                self.quitting = "cancel"
+                self.dashboard.quitting = True
+                self.engine.drain(exit_when_drained=True)
+                n = self.engine.cancel_all()
+                self.notify(f"canceled {n} job(s) (reported E_CANCELED); quitting", markup=False)
+            elif self.quitting:
+                self.notify("still draining, and quitting when done; D undrains and stays",
+                            markup=False)
+            if self.latest is not None:
+                self.dashboard.apply(self.latest)
+
+        self.push_screen(QuitScreen(held), answer)
+
+    # --- the command palette -------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        commands = [
+            ("Pause claiming", "Stop claiming new jobs; running jobs go on (p)", "pause"),
+            ("Resume claiming", "Claim jobs again (p)", "resume"),
+            ("Drain", "Take nothing new; let running jobs finish (d)", "drain"),
+            ("Undrain", "Claim jobs again after a drain (D)", "undrain"),
+            ("Cancel selected job", "Cancel the job under the cursor (c)", "cancel_job"),
+            ("Details", "Details of the selected job or receipt (enter)", "details"),
+            ("Focus the event log", "Move the focus to the event log (l)", "focus_log"),
+            ("Filter the event log", "By level and job (/)", "filter"),
+            ("Next view", "Receipts, earnings or events on narrow terminals (v)", "next_view"),
+            ("Next theme", "Cycle the console themes; remembered (t)", "next_theme"),
+            ("Help", "Keys and what the states mean (?)", "help"),
+            ("Quit", "Quit; asks first while jobs are running (q)", "quit_console"),
+        ]
+        for title, help_text, action in commands:
+            if self.check_action(action, ()) is False:
+                continue
+            yield SystemCommand(title, help_text, lambda a=action: self.run_action(a))
+        for command in super().get_system_commands(screen):
+            if command.title.lower() not in ("quit", "quit the application"):
+                yield command

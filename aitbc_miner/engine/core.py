@@ -8,8 +8,10 @@ share this one object. Anything that changes what a viewer would see calls
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -57,6 +59,22 @@ class HeldJob:
     started_at: float | None = None
     cancel_reason: str | None = None
     progress: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    payload_view: tuple[tuple[str, str], ...] = ()
+
+
+SECRET_LOOKING = re.compile(r"key|token|secret|passw|auth|cookie|credential", re.I)
+SHOWN_CHARS = 200  # a payload value longer than this is cut in views
+
+
+def payload_view(payload: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A payload as the console may show it: secret-looking keys masked, long values cut."""
+    shown = []
+    for key, value in payload.items():
+        text = "***" if SECRET_LOOKING.search(str(key)) else (
+            value if isinstance(value, str) else json.dumps(value, default=str))
+        shown.append((str(key), text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"))
+    return tuple(shown)
 
 
 @dataclass(frozen=True)
@@ -189,6 +207,8 @@ class Core:
                 started_at=h.started_at,
                 state="canceling" if h.cancel_reason else ("running" if h.slot else "queued"),
                 progress=tuple(sorted(h.progress.items())),
+                model=h.model,
+                payload=h.payload_view,
             )
             for h in self.held.values()
         )

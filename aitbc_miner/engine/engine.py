@@ -28,7 +28,7 @@ from ..protocol import AssignedJob
 from ..runners import RunnerRegistry
 from ..runners.builtin import BuiltinRunner
 from .bus import SnapshotListener, Subscription
-from .core import Core, HeldJob, Tuning
+from .core import Core, HeldJob, Tuning, payload_view
 from .gpu import gpu_status
 from .jobrun import GPU_LOST_REASON, JobRun
 from .earnings import keep_earnings
@@ -104,6 +104,13 @@ class Engine:
     async def wait_until(self, predicate: Callable[[Snapshot], bool],
                          timeout: float | None = 30.0) -> Snapshot:
         return await self.core.wait_until(predicate, timeout)
+
+    async def receipt_body(self, receipt_id: str) -> dict[str, Any] | None:
+        """A stored receipt as the coordinator signed it (the miner key masked)."""
+        body = await self.core.journal.receipt_body(receipt_id)
+        if body is not None and body.get("provider") == self.core.miner_key:
+            body["provider"] = "***"  # 2026-01 names a miner by its key
+        return body
 
     @property
     def journal(self) -> Journal:
@@ -299,7 +306,10 @@ class Engine:
             core.wake_session.set()  # the heartbeat repairs its in-flight count
             return
         job_type = str(payload.get("type") or "?")
-        held = HeldJob(job_id=job_id, job_type=job_type, claimed_at=core.clock())
+        model = payload.get("model")
+        held = HeldJob(job_id=job_id, job_type=job_type, claimed_at=core.clock(),
+                       model=model if isinstance(model, str) else None,
+                       payload_view=payload_view(payload))
         core.held[job_id] = held
         core.count(claimed=1)
         core.emit(JobClaimed(at=core.clock(), job_id=job_id, job_type=job_type,

@@ -19,6 +19,7 @@ from ..coordinator import (
     NotRegistered,
     ProtocolViolation,
     RateLimited,
+    Rejected,
     Uncertain,
     Unavailable,
 )
@@ -82,7 +83,8 @@ class Poller:
                                        message=f"the coordinator refused the miner key on poll "
                                        f"({exc.message}); claiming stopped"))
             return 0.0
-        except (Unavailable, ProtocolViolation) as exc:
+        # Any other refusal (422, an unexpected 404) is shown and retried with backoff.
+        except (Unavailable, ProtocolViolation, Rejected) as exc:
             if isinstance(exc, Uncertain | ProtocolViolation):
                 # The coordinator may have handed us a job we never got to read: its
                 # inflight count is one too high until a heartbeat says otherwise.
@@ -108,7 +110,7 @@ class Poller:
         await self.start_job(job)
         return 0.0
 
-    def _report(self, exc: Unavailable | ProtocolViolation, delay: float) -> None:
+    def _report(self, exc: Unavailable | ProtocolViolation | Rejected, delay: float) -> None:
         core = self.core
         reason = str(exc)
         core.set_loop("poll", f"backing off {delay:.1f}s after {reason}", reason)

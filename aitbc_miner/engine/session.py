@@ -25,6 +25,7 @@ from ..coordinator import (
     NotRegistered,
     ProtocolViolation,
     RateLimited,
+    Rejected,
     Unavailable,
 )
 from ..gpu import capabilities as gpu_capabilities
@@ -71,9 +72,11 @@ class Session:
                 await core.wake_session.wait()
                 core.wake_session.clear()
                 continue
+            registered_now = False
             try:
                 if core.need_register or core.registered_concurrency != self._concurrency():
                     await self._register()
+                    registered_now = True
                 await self._heartbeat()
                 self.backoff.reset()
                 self._last_problem = None
@@ -86,10 +89,16 @@ class Session:
                     message=f"the coordinator refused the miner key ({exc.message}); "
                     "not retrying until the operator fixes it"))
                 continue
-            except NotRegistered:
+            except NotRegistered as exc:
                 core.need_register = True
-                continue
-            except (Unavailable, ProtocolViolation) as exc:
+                if not registered_now:
+                    continue  # the coordinator forgot us (a restart): register again at once
+                # Forgotten again right after registering: back off instead of spinning.
+                delay = self.backoff.next_delay()
+                self._report(exc, delay)
+            # Any other refusal (422, 400, an unexpected 404) is no reason to stop the
+            # miner: it is shown, and retried with backoff, like an outage.
+            except (Unavailable, ProtocolViolation, Rejected) as exc:
                 delay = self.backoff.next_delay(
                     exc.retry_after if isinstance(exc, RateLimited) else None)
                 self._report(exc, delay)

@@ -59,6 +59,8 @@ class RunningJob:
     started_at: float | None
     state: str  # "queued", "running", "canceling"
     progress: tuple[tuple[str, Any], ...] = ()
+    model: str | None = None
+    payload: tuple[tuple[str, str], ...] = ()  # for display: secrets masked, long values cut
 
 
 @dataclass(frozen=True, slots=True)

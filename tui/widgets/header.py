@@ -1,0 +1,173 @@
+"""The first two lines: who and where the rig is, the link, the mode, and a summary.
+
+Line 1: the mode badge, the link (registered and heartbeat age, OFFLINE and when it
+retries, AUTH REFUSED), miner id @ coordinator, uptime and version. Line 2: what needs
+the operator, in colour and in words (why the link is down, a lost GPU), then slots,
+today's earnings, the outbox, poll cadence and claims in flight.
+"""
+
+from __future__ import annotations
+
+import math
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.content import Content
+from textual.widgets import Static
+
+from aitbc_miner.engine.snapshot import Link, Mode, Snapshot
+
+from .. import fmt
+
+SEP = ("  │  ", "$foreground-muted")
+NARROW_SEP = (" │ ", "$foreground-muted")
+
+
+def mode_badge(snap: Snapshot, quitting: bool = False) -> tuple[str, str]:
+    """The mode in words, and its style: ``RUNNING``, ``PAUSED``, ``DRAINING 2 left``."""
+    held = len(snap.jobs)
+    mode = snap.mode
+    if mode is Mode.RUNNING:
+        return " RUNNING ", "bold $background on $success"
+    if mode is Mode.PAUSED:
+        return " PAUSED · no new jobs ", "bold $background on $warning"
+    if mode is Mode.DRAINING:
+        tail = " · then quit" if quitting else ""
+        return f" DRAINING {held} left{tail} ", "bold $background on $warning"
+    if mode is Mode.DRAINED:
+        return " DRAINED · idle ", "bold $background on $warning"
+    if mode is Mode.STOPPING:
+        left = f" {held} left" if held else (f" · outbox {snap.outbox}" if snap.outbox else "")
+        return f" STOPPING{left} ", "bold $background on $error"
+    if mode is Mode.STOPPED:
+        return " STOPPED ", "bold $background on $error"
+    return " STARTING ", "bold $background on $primary"
+
+
+def link_parts(snap: Snapshot, now: float) -> list[tuple[str, str]]:
+    """The link in a few words (line 1); why it is down goes to line 2 (``problem``)."""
+    c = snap.connection
+    if c.link is Link.REGISTERED:
+        beat = fmt.age(c.last_heartbeat_at, now) if c.last_heartbeat_at else "none yet"
+        return [("● registered", "$success"), (f" · heartbeat {beat}", "")]
+    if c.link is Link.CONNECTING:
+        return [("◌ connecting…", "$warning")]
+    if c.link is Link.BACKING_OFF:
+        parts = [("▲ OFFLINE", "bold $error")]
+        if c.backoff_until is not None:
+            wait = math.ceil(max(0.0, c.backoff_until - now))
+            parts.append((f" · retry in {wait} s", "$error"))
+        return parts
+    if c.link is Link.AUTH_REFUSED:
+        return [("✗ AUTH REFUSED", "bold $error")]
+    return [("○ offline (signed off)", "$foreground-muted")]
+
+
+def problem(snap: Snapshot, compact: bool = False) -> list[tuple[str, str]]:
+    """What needs the operator, in words, for the start of line 2."""
+    c = snap.connection
+    parts: list[tuple[str, str]] = []
+    if c.link is Link.AUTH_REFUSED:
+        why = f" ({c.reason})" if c.reason else ""
+        text = "check the miner key" if compact else "the coordinator refused the miner key: check it"
+        parts.append((text + why, "bold $error"))
+    elif c.link is Link.BACKING_OFF:
+        text = "why: " if compact else "coordinator unreachable: "
+        parts.append((text + (c.reason or "no answer"), "bold $error"))
+    lost = [g for g in snap.gpu.gpus if g.state == "lost"]
+    if lost:
+        parts.append((", ".join(f"GPU {g.index} LOST" for g in lost), "bold $error"))
+    return parts
+
+
+def _fit(parts: list[tuple[str, str]], flexible: int, width: int) -> list[tuple[str, str]]:
+    """Shorten ``parts[flexible]`` (the address) so the whole line fits ``width``."""
+    total = sum(len(t) for t, _ in parts)
+    if total <= width:
+        return parts
+    text, style = parts[flexible]
+    room = max(0, len(text) - (total - width))
+    parts = list(parts)
+    parts[flexible] = ((text[: room - 1] + "…") if room > 1 else "", style)
+    return parts
+
+
+def line_one(snap: Snapshot, now: float, started_at: float, width: int, compact: bool,
+             quitting: bool = False) -> Content:
+    """``RUNNING │ ● registered · heartbeat 3 s ago │ rig-01 @ host │ up 2h13m │ version``."""
+    sep = NARROW_SEP if compact else SEP
+    uptime = f"up {fmt.uptime(now - started_at)}"
+    host = fmt.host_of(snap.connection.url)
+    parts = [mode_badge(snap, quitting), sep, *link_parts(snap, now), sep,
+             (snap.miner_id, "bold"), (f" @ {host}", ""), sep, (uptime, "")]
+    if not compact:
+        parts += [sep, (f"aitbc-miner {snap.version}", "$foreground-muted")]
+    address = parts.index((f" @ {host}", ""))
+    return Content.assemble(*_fit(parts, address, width))
+
+
+def slot_summary(snap: Snapshot) -> list[tuple[str, str]]:
+    counts: dict[str, int] = {}
+    for slot in snap.slots:
+        counts[slot.state.value] = counts.get(slot.state.value, 0) + 1
+    parts: list[tuple[str, str]] = [(f"slots {len(snap.slots)}: ", "")]
+    order = [("running", "running", "$success"), ("draining", "draining", "$warning"),
+             ("idle", "idle", ""), ("paused", "paused", "$warning"), ("lost", "LOST", "bold $error")]
+    shown = [(counts[k], word, style) for k, word, style in order if counts.get(k)]
+    if not shown:
+        return [("no slots", "$error")]
+    for i, (n, word, style) in enumerate(shown):
+        if i:
+            parts.append((" · ", "$foreground-muted"))
+        parts.append((f"{n} {word}", style))
+    queued = sum(1 for j in snap.jobs if j.slot_id is None)
+    if queued:
+        parts.append((f" · {queued} waiting for a slot", "$warning"))
+    return parts
+
+
+def line_two(snap: Snapshot, compact: bool) -> Content:
+    """Problems first (colour and words), then today's earnings, slots, outbox, polling."""
+    sep = NARROW_SEP if compact else SEP
+    parts: list[tuple[str, str]] = []
+    for item in problem(snap, compact):
+        parts += [item, sep]
+    e = snap.earnings
+    parts.append((f"today {fmt.money(e.today.amount, e.currency)}", "bold"))
+    if not compact:
+        parts.append((f" ({fmt.jobs(e.today.jobs)})", ""))
+    parts += [sep, *slot_summary(snap)]
+    parts += [sep, (f"outbox {snap.outbox}", "bold $warning" if snap.outbox else "")]
+    parts += [sep, (f"poll {snap.poll_interval_s:.2f} s", "")]
+    if not compact:
+        parts.append((f" · {snap.polls_in_flight} in flight", ""))
+    return Content.assemble(*parts)
+
+
+class StatusHeader(Vertical):
+    """Two lines that say the rig's state at a glance."""
+
+    DEFAULT_CSS = """
+    StatusHeader { height: 2; background: $panel; }
+    StatusHeader > Static { height: 1; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    StatusHeader > #status-line-2 { background: $surface; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: tuple[object, ...] | None = None  # text and spans (Content == is text only)
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status-line-1", markup=False)
+        yield Static(id="status-line-2", markup=False)
+
+    def show(self, snap: Snapshot, now: float, started_at: float, compact: bool,
+             quitting: bool = False) -> None:
+        width = max(20, self.app.size.width - 2)  # the header spans the screen
+        one = line_one(snap, now, started_at, width, compact, quitting)
+        two = line_two(snap, compact)
+        shown = (one.plain, one.spans, two.plain, two.spans)
+        if shown != self._shown:
+            self._shown = shown
+            self.query_one("#status-line-1", Static).update(one)
+            self.query_one("#status-line-2", Static).update(two)

@@ -1,0 +1,276 @@
+"""Receipts: newest first, up to 10,000, drawn line by line (only the visible rows).
+
+A snapshot adds only the receipts newer than the newest one shown (keyed by receipt
+id), so an update costs what is new, not what is kept. The selected receipt stays
+selected as new ones arrive; while the cursor is on the newest row it follows the
+newest. Receipts that are not counted (invalid, mismatched, duplicate) are highlighted
+and say why in words.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+from rich.segment import Segment
+from rich.style import Style as RichStyle
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from aitbc_miner.engine.snapshot import ReceiptView, Snapshot
+
+from .. import fmt
+
+MAX_ROWS = 10_000
+
+
+def _fit(text: str, width: int, right: bool = False) -> str:
+    if len(text) > width:
+        text = text[: max(0, width - 1)] + "…" if width > 1 else text[:width]
+    return text.rjust(width) if right else text.ljust(width)
+
+
+class ReceiptsTable(ScrollView, can_focus=True):
+    """The receipts the coordinator issued for this miner's work."""
+
+    DEFAULT_CSS = """
+    ReceiptsTable {
+        height: 1fr; border: round $primary 40%; border-title-color: $primary;
+        scrollbar-size-vertical: 1; padding: 0 1;
+    }
+    ReceiptsTable:focus { border: round $primary; }
+    ReceiptsTable > .receipts-table--header { text-style: bold; color: $foreground; background: $panel; }
+    ReceiptsTable > .receipts-table--cursor { background: $primary 35%; }
+    ReceiptsTable:focus > .receipts-table--cursor { background: $primary 60%; text-style: bold; }
+    ReceiptsTable > .receipts-table--bad { color: $error; text-style: bold; background: $error 15%; }
+    ReceiptsTable > .receipts-table--ok { color: $success; }
+    ReceiptsTable > .receipts-table--muted { color: $foreground 60%; }
+    ReceiptsTable > .receipts-table--empty { color: $foreground 60%; text-style: italic; }
+    """
+
+    COMPONENT_CLASSES = {
+        "receipts-table--header", "receipts-table--cursor", "receipts-table--bad",
+        "receipts-table--ok", "receipts-table--muted", "receipts-table--empty",
+    }
+
+    BINDINGS = [
+        Binding("up", "cursor(-1)", "Up", show=False),
+        Binding("down", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "home", "Newest", show=False),
+        Binding("end", "end", "Oldest", show=False),
+        Binding("enter", "open", "Details", key_display="⏎"),
+    ]
+
+    class Open(Message):
+        """Enter on a receipt: show its details."""
+
+        def __init__(self, receipt: ReceiptView) -> None:
+            super().__init__()
+            self.receipt = receipt
+
+    def __init__(self, *, now: float = 0.0, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._rows: deque[ReceiptView] = deque(maxlen=MAX_ROWS)  # oldest first
+        self._ids: set[str] = set()
+        self.cursor = 0  # index from the newest (0 = newest)
+        self.currency = "AITBC"
+        self.now = now
+        self.applied = 0  # receipts added by the last show()
+        self.added_total = 0  # receipts added one by one since mounting (tests read it)
+        self.rebuilds = 0  # times the whole table was rebuilt (tests and the benchmark read it)
+
+    # --- data -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def row(self, index: int) -> ReceiptView:
+        return self._rows[len(self._rows) - 1 - index]
+
+    @property
+    def selected(self) -> ReceiptView | None:
+        if not self._rows:
+            return None
+        return self.row(min(self.cursor, len(self._rows) - 1))
+
+    def show(self, snap: Snapshot, now: float) -> None:
+        self.now = now
+        self.currency = snap.earnings.currency
+        self.applied = self._merge(snap.receipts)
+        total, flagged = snap.counters.receipts, snap.counters.receipts_flagged
+        title = f"Receipts ({total:,}"
+        title += f", {flagged:,} NOT COUNTED)" if flagged else ")"
+        if total > len(self._rows):
+            title += f" · newest {len(self._rows):,} shown"
+        self.border_title = title
+
+    def _merge(self, receipts: Sequence[ReceiptView]) -> int:
+        """Add what is newer than the newest row shown; returns how many were added."""
+        if not receipts:
+            return 0
+        if self._rows:
+            newest = self._rows[-1].receipt_id
+            if receipts[0].receipt_id == newest:
+                return 0
+            fresh: list[ReceiptView] = []
+            for receipt in receipts:
+                if receipt.receipt_id == newest:
+                    break
+                fresh.append(receipt)
+            else:  # the newest row is gone from the engine's window: start over
+                return self._reset(receipts)
+        else:
+            fresh = list(receipts)
+        added = 0
+        for receipt in reversed(fresh):  # oldest of the new ones first
+            if receipt.receipt_id in self._ids:
+                continue
+            if len(self._rows) == MAX_ROWS:
+                self._ids.discard(self._rows[0].receipt_id)
+            self._rows.append(receipt)
+            self._ids.add(receipt.receipt_id)
+            added += 1
+        if added:
+            self.added_total += added
+            self._after_add(added)
+        return added
+
+    def _reset(self, receipts: Sequence[ReceiptView]) -> int:
+        key = self.selected.receipt_id if self.selected else None
+        self.rebuilds += 1
+        self._rows.clear()
+        self._ids.clear()
+        for receipt in reversed(receipts[:MAX_ROWS]):
+            if receipt.receipt_id not in self._ids:
+                self._rows.append(receipt)
+                self._ids.add(receipt.receipt_id)
+        self.cursor = 0
+        if key is not None:
+            for i in range(len(self._rows)):
+                if self.row(i).receipt_id == key:
+                    self.cursor = i
+                    break
+        self._resize()
+        return len(self._rows)
+
+    def _after_add(self, added: int) -> None:
+        following = self.cursor == 0 and self.scroll_y == 0
+        if not following:
+            self.cursor = min(self.cursor + added, len(self._rows) - 1)
+            self._resize()
+            self.scroll_to(y=self.scroll_y + added, animate=False, immediate=True)
+        else:
+            self._resize()
+
+    def _resize(self) -> None:
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self._rows) + 1)
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self._resize()
+
+    # --- keys --------------------------------------------------------------------
+
+    @property
+    def _page(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def _move(self, index: int) -> None:
+        if not self._rows:
+            return
+        self.cursor = max(0, min(len(self._rows) - 1, index))
+        top = int(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor > top + self._page - 1:
+            self.scroll_to(y=self.cursor - self._page + 1, animate=False, immediate=True)
+        self.refresh()
+
+    def action_cursor(self, delta: int) -> None:
+        self._move(self.cursor + delta)
+
+    def action_page(self, delta: int) -> None:
+        self._move(self.cursor + delta * self._page)
+
+    def action_home(self) -> None:
+        self._move(0)
+
+    def action_end(self) -> None:
+        self._move(len(self._rows) - 1)
+
+    def action_open(self) -> None:
+        if self.selected is not None:
+            self.post_message(self.Open(self.selected))
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or offset.y == 0:
+            return
+        self._move(int(self.scroll_y) + offset.y - 1)
+        if event.chain == 2:
+            self.action_open()
+
+    # --- drawing -----------------------------------------------------------------
+
+    def _columns(self, width: int) -> list[tuple[str, int, bool]]:
+        cols = [("time", 8, False), ("job", 10, False), ("units", 12, True),
+                (f"price {self.currency}", 13, True), ("verdict", 16, False)]
+        used = sum(w for _, w, _ in cols) + len(cols)
+        if width - used >= 30:
+            cols.append(("receipt", 12, False))
+            cols.append(("why", max(8, width - used - 13), False))
+        return cols
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        base = self.rich_style
+        cols = self._columns(width)
+        if y == 0:
+            style = base + self.get_component_rich_style("receipts-table--header")
+            text = " ".join(_fit(name, w, right) for name, w, right in cols)
+            return Strip([Segment(_fit(text, width), style)], width)
+        index = int(self.scroll_y) + y - 1
+        if not self._rows:
+            if y == 1:
+                style = base + self.get_component_rich_style("receipts-table--empty")
+                return Strip([Segment(_fit("no receipts yet", width), style)], width)
+            return Strip.blank(width, base)
+        if index >= len(self._rows):
+            return Strip.blank(width, base)
+        return self._row_strip(self.row(index), index, cols, width, base)
+
+    def _row_strip(self, r: ReceiptView, index: int, cols: list[tuple[str, int, bool]],
+                   width: int, base: RichStyle) -> Strip:
+        good = fmt.verdict_ok(r.verdict, r.counted, r.duplicate)
+        row_style = RichStyle()  # applied last: the highlight of a bad row, the cursor
+        if not good:
+            bad = self._component("receipts-table--bad")
+            row_style += RichStyle(color=bad.color, bgcolor=bad.bgcolor, bold=bad.bold)
+        if index == self.cursor:
+            cursor = self._component("receipts-table--cursor")
+            row_style += RichStyle(bgcolor=cursor.bgcolor, bold=cursor.bold)
+        verdict = fmt.verdict(r.verdict, r.counted, r.duplicate, r.reason)
+        values = [fmt.clock_time(r.received_at, self.now), fmt.short_id(r.job_id, 10),
+                  fmt.units(r.units, r.unit_type), fmt.money(r.price), verdict,
+                  fmt.short_id(r.receipt_id, 12), r.reason or ("duplicate" if r.duplicate else "")]
+        column_styles = {0: RichStyle(color=self._component("receipts-table--muted").color),
+                         4: RichStyle(color=self._component("receipts-table--ok").color)
+                         } if good else {}
+        segments: list[Segment] = []
+        for i, (_, w, right) in enumerate(cols):
+            if i:
+                segments.append(Segment(" ", base + row_style))
+            style = base + column_styles.get(i, RichStyle()) + row_style
+            segments.append(Segment(_fit(values[i], w, right), style))
+        strip = Strip(segments)
+        return strip.extend_cell_length(width, base + row_style).crop(0, width)
+
+    def _component(self, name: str) -> RichStyle:
+        """A component class's style, its colours blended over the widget's background."""
+        return self.get_component_rich_style(name)
