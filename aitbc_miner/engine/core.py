@@ -61,6 +61,7 @@ class HeldJob:
     progress: dict[str, Any] = field(default_factory=dict)
     model: str | None = None
     payload_view: tuple[tuple[str, str], ...] = ()
+    staged: bool = False  # its outcome is being (or has been) written: too late to cancel
 
 
 SECRET_LOOKING = re.compile(r"key|token|secret|passw|auth|cookie|credential", re.I)

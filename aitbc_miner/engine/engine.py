@@ -144,7 +144,8 @@ class Engine:
     def cancel(self, job_id: str, reason: str = "operator") -> bool:
         """Stop a job; it is reported with ``E_CANCELED``. False if we do not hold it."""
         held = self.core.held.get(job_id)
-        if held is None or held.task is None or held.cancel_reason is not None:
+        if (held is None or held.task is None or held.cancel_reason is not None
+                or held.staged):
             return False
         held.cancel_reason = reason
         held.task.cancel()

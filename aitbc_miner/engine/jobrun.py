@@ -84,7 +84,9 @@ class JobRun:
                                       started)
         except asyncio.CancelledError:
             reason = held.cancel_reason
-            if reason == GPU_LOST_REASON:
+            if held.staged:
+                pass  # cancelled while its outcome was being written: that outcome stands
+            elif reason == GPU_LOST_REASON:
                 await self._stage_failure(held, ErrorCode.E_GPU_LOST,
                                           f"GPU {held.slot.gpu_uuid if held.slot else '?'} was "
                                           "lost while the job ran", {}, started)
@@ -115,12 +117,24 @@ class JobRun:
 
     async def _stage(self, held: HeldJob, outcome: Outcome, endpoint: str,
                      body: dict[str, Any], code: ErrorCode | None, started: float | None) -> None:
+        """Commit the outcome and hand it to the outbox, whole, even if cancelled meanwhile:
+        once an outcome exists it is the job's only one (``held.staged`` tells ``cancel``
+        and the cancel handler that it is too late)."""
+        held.staged = True
+        commit = asyncio.ensure_future(self._commit(held, outcome, endpoint, body, code, started))
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            await commit
+            raise
+
+    async def _commit(self, held: HeldJob, outcome: Outcome, endpoint: str,
+                      body: dict[str, Any], code: ErrorCode | None, started: float | None) -> None:
         core = self.core
-        # Shielded: once the outcome exists it reaches the journal, cancel or not.
-        await asyncio.shield(core.journal.stage(held.job_id, outcome, endpoint, body, code))
-        await asyncio.shield(asyncio.to_thread(
+        await core.journal.stage(held.job_id, outcome, endpoint, body, code)
+        await asyncio.to_thread(
             workspace.write_outcome, core.workspace_root, held.job_id,
-            {"outcome": outcome.value, "endpoint": endpoint, "body": body}))
+            {"outcome": outcome.value, "endpoint": endpoint, "body": body})
         duration = None if started is None else round(time.perf_counter() - started, 3)
         counter = {Outcome.COMPLETED: "completed", Outcome.CANCELED: "canceled"}.get(
             outcome, "failed")

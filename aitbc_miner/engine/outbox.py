@@ -40,7 +40,14 @@ from ..coordinator import (
 from ..journal import FINAL_STATES, JobRecord, JobState
 from ..receipts import verify
 from .core import Core
-from .snapshot import DeliveryProblem, Link, OutcomeDelivered, ReceiptStored, ReceiptView
+from .snapshot import (
+    AuthRefusedEvent,
+    DeliveryProblem,
+    Link,
+    OutcomeDelivered,
+    ReceiptStored,
+    ReceiptView,
+)
 
 
 class Outbox:
@@ -117,6 +124,10 @@ class Outbox:
             except AuthRefused as exc:
                 await core.journal.mark_staged_again(job_id, str(exc))
                 core.set_link(Link.AUTH_REFUSED, f"/{record.endpoint} answered {exc.message}")
+                core.emit(AuthRefusedEvent(
+                    at=core.clock(), endpoint=record.endpoint or "?", status=exc.status,
+                    message=f"the coordinator refused the miner key on /{record.endpoint} "
+                    f"({exc.message}); outcomes are kept until the key is fixed"))
                 await core.wait_until(lambda s: s.connection.link is not Link.AUTH_REFUSED,
                                       timeout=None)
                 continue
