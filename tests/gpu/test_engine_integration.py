@@ -8,7 +8,6 @@ the capabilities the coordinator stores, and the console's ``GpuStatus``.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,6 @@ from tests.fakes.fake_pynvml import FakeGpu, FakeNvml
 
 from .conftest import Install
 from .test_gpu_engine import HoldingGpuRunner
-
-pytestmark = pytest.mark.skipif(
-    "telemetry" not in inspect.signature(Engine).parameters,
-    reason="the engine does not own a GPU sampler yet (Engine(telemetry=...))")
 
 MINER = "rig-gpu"
 
