@@ -7,12 +7,11 @@ the result like the real engine. ``sample_snapshot`` builds rig states by name.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from aitbc_miner.engine.bus import EventBus, Subscription
 from aitbc_miner.engine.snapshot import (
     ConnectionView,
     Counters,
@@ -35,47 +34,15 @@ from aitbc_miner.engine.snapshot import (
 T0 = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC: the frozen "now" of snapshot tests
 
 
-class FakeSubscription:
-    def __init__(self, events: Iterable[Event]) -> None:
-        self._items: deque[Event] = deque(events)
-        self._ready = asyncio.Event()
-        self._closed = False
-        if self._items:
-            self._ready.set()
-
-    def push(self, event: Event) -> None:
-        self._items.append(event)
-        self._ready.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._ready.set()
-
-    def drain(self) -> list[Event]:
-        items = list(self._items)
-        self._items.clear()
-        return items
-
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self
-
-    async def __anext__(self) -> Event:
-        while not self._items:
-            if self._closed:
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()
-
-
 class FakeEngine:
     """An ``EngineLike`` over hand-made snapshots; ``calls`` records each command."""
 
     def __init__(self, snapshot: Snapshot, events: Iterable[Event] = ()) -> None:
         self._snapshot = snapshot
-        self._events = list(events)
+        self._bus = EventBus(recent=10_000)  # the engine's own fan-out, replaying to late viewers
+        for event in events:
+            self._bus.publish(event)
         self._listeners: list[Callable[[Snapshot], None]] = []
-        self._subs: list[FakeSubscription] = []
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.snapshot_calls = 0
 
@@ -89,10 +56,8 @@ class FakeEngine:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
-    def subscribe(self) -> FakeSubscription:
-        sub = FakeSubscription(self._events)
-        self._subs.append(sub)
-        return sub
+    def subscribe(self) -> Subscription:
+        return self._bus.subscribe()
 
     # --- driving (tests) ---------------------------------------------------------------
 
@@ -103,13 +68,10 @@ class FakeEngine:
             listener(self._snapshot)
 
     def emit(self, event: Event) -> None:
-        self._events.append(event)
-        for sub in self._subs:
-            sub.push(event)
+        self._bus.publish(event)
 
     def close(self) -> None:
-        for sub in self._subs:
-            sub.close()
+        self._bus.close()
 
     def _change(self, **changes: Any) -> None:
         self._snapshot = dataclasses.replace(self._snapshot, seq=self._snapshot.seq + 1, **changes)

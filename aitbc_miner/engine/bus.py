@@ -56,17 +56,26 @@ class Subscription:
 SnapshotListener = Callable[[Snapshot], None]
 
 
+RECENT_EVENTS = 200  # replayed to a viewer that subscribes late (an attached console)
+
+
 class EventBus:
-    def __init__(self) -> None:
+    def __init__(self, recent: int = RECENT_EVENTS) -> None:
         self._subs: set[Subscription] = set()
         self._listeners: list[SnapshotListener] = []
+        self._recent: deque[Event] = deque(maxlen=recent)
 
-    def subscribe(self, maxlen: int = 1000) -> Subscription:
+    def subscribe(self, maxlen: int = 1000, *, replay: bool = True) -> Subscription:
+        """A new subscription; it starts with the recent events unless ``replay`` is off."""
         sub = Subscription(self, maxlen)
+        if replay:
+            for event in self._recent:
+                sub._push(event)
         self._subs.add(sub)
         return sub
 
     def publish(self, event: Event) -> None:
+        self._recent.append(event)
         for sub in tuple(self._subs):
             sub._push(event)
 

@@ -66,10 +66,12 @@ class JobRun:
                 job_id=held.job_id, slot_id=slot.slot_id, slot_kind=slot.kind, workspace=folder,
                 timeout_s=self.timeout_for(payload), constraints=constraints,
                 gpu_uuid=slot.gpu_uuid, report_progress=lambda p: self._progress(held, p),
-                report_log=lambda line: self._log(held, line))
+                report_log=lambda line: self._log(held, line),
+                report_pid=lambda pid: self._pid(held, pid))
             async with asyncio.timeout(ctx.timeout_s):
                 output = await runner.run(payload, ctx)
-            metrics = {**output.metrics, "duration_ms": _ms_since(started)}
+            metrics = {**self._gpu_metrics(held), **output.metrics,
+                       "duration_ms": _ms_since(started)}
             body = {"result": output.result, "metrics": metrics}
             try:
                 json.dumps(body, allow_nan=False)
@@ -147,6 +149,25 @@ class JobRun:
                               code=code.value if code else None, duration_s=duration,
                               slot=held.slot.slot_id if held.slot else None, message=text))
         self.enqueue(held.job_id)
+
+    def _pid(self, held: HeldJob, pid: int) -> None:
+        if self.core.telemetry is not None:
+            self.core.telemetry.set_job_pids(held.job_id, [pid])
+
+    def _gpu_metrics(self, held: HeldJob) -> dict[str, Any]:
+        """Mean utilization and peak VRAM of a GPU job, in the upstream miner's keys (a
+        runner that measures its own, like the inference runners, overrides them)."""
+        if self.core.telemetry is None or held.slot is None or held.slot.gpu_uuid is None:
+            return {}
+        stats = self.core.telemetry.job_stats(held.job_id)
+        if stats is None or not stats.samples:
+            return {}
+        metrics: dict[str, Any] = {}
+        if isinstance(stats.mean_util_pct, int | float):
+            metrics["gpu_utilization"] = round(float(stats.mean_util_pct), 1)
+        if isinstance(stats.peak_vram_mib, int | float):
+            metrics["memory_peak"] = int(stats.peak_vram_mib)
+        return metrics
 
     def _progress(self, held: HeldJob, progress: Mapping[str, Any]) -> None:
         held.progress.update(progress)

@@ -56,6 +56,8 @@ class RunContext:
     report_progress: Callable[[Mapping[str, Any]], None] = lambda _p: None
     # One line of the job's own output, for the live log tail.
     report_log: Callable[[str], None] = lambda _line: None
+    # The job's main process once started (per-process VRAM accounting on its GPU).
+    report_pid: Callable[[int], None] = lambda _pid: None
 
 
 @runtime_checkable

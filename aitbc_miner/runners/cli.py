@@ -85,7 +85,8 @@ class CliRunner:
             env={**workdir.base_env(ctx.job_id, ctx.gpu_uuid if entry.gpu else None), **call.env},
             cwd=workdir.work, workspace=ctx.workspace, limits=limits, network=entry.network,
             stdin=stdin, secrets=job_secrets(self.settings, entry.secrets), gpu=entry.gpu)
-        finished = await self.sandbox.run(spec, on_line=ctx.report_log)
+        finished = await self.sandbox.run(spec, on_line=ctx.report_log,
+                                           on_started=ctx.report_pid)
         raise_for_failure(finished)
         stdout = logs.redact(finished.stdout.decode("utf-8", "replace"))
         result: dict[str, Any] = {"status": "completed", "command": call.name, "exit_code": 0,

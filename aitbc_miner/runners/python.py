@@ -70,7 +70,8 @@ class PythonRunner:
             env=workdir.base_env(ctx.job_id, None), cwd=workdir.work, workspace=ctx.workspace,
             limits=self.settings.limits.merged(function.limits), network=function.network,
             stdin=stdin, secrets=job_secrets(self.settings, function.secrets))
-        finished = await self.sandbox.run(spec, on_line=ctx.report_log)
+        finished = await self.sandbox.run(spec, on_line=ctx.report_log,
+                                           on_started=ctx.report_pid)
         raise_for_failure(finished)
         answer = await asyncio.to_thread(_read_answer, result_file)
         if not answer.get("ok"):

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,8 +75,10 @@ class Sandbox:
             self._features = host_features()
         return self._features
 
-    async def run(self, spec: JobSpec, on_line: LineSink | None = None) -> Finished:
-        """Run ``spec`` to its end. Raises ``CancelledError`` (after the kill) when canceled."""
+    async def run(self, spec: JobSpec, on_line: LineSink | None = None,
+                  on_started: Callable[[int], None] | None = None) -> Finished:
+        """Run ``spec`` to its end. Raises ``CancelledError`` (after the kill) when canceled.
+        ``on_started`` gets the job's main pid once it runs."""
         if self._features is None:
             self._features = await asyncio.to_thread(host_features)
         features = self._features
@@ -86,7 +88,7 @@ class Sandbox:
             cgroup = self._cgroup(spec)
         except OSError as exc:
             return _not_started(spec, "cgroup", f"cannot create the job's cgroup: {exc}")
-        job = _Job(spec, cgroup)
+        job = _Job(spec, cgroup, on_started)
         secrets: SecretsDir | None = None
         try:
             if spec.secrets:
@@ -166,9 +168,11 @@ class _Job:
     job's stdout, and a process that escaped the launcher could hold it forever.
     """
 
-    def __init__(self, spec: JobSpec, cgroup: JobCgroup | None) -> None:
+    def __init__(self, spec: JobSpec, cgroup: JobCgroup | None,
+                 on_started: Callable[[int], None] | None = None) -> None:
         self.spec = spec
         self.cgroup = cgroup
+        self.on_started = on_started
         self.proc: asyncio.subprocess.Process | None = None
         self.control: asyncio.WriteTransport | None = None
         self.pid: int | None = None
@@ -225,6 +229,8 @@ class _Job:
                 self.events[event["event"]] = event
                 if event["event"] == "started":
                     self.pid = int(event["pid"])
+                    if self.on_started is not None:
+                        self.on_started(self.pid)
                 elif event["event"] == "exited":
                     self.exited.set()
         finally:  # the launcher is gone, whatever it managed to say

@@ -42,7 +42,7 @@ def status() -> None:
                       "cgroup": cgroup,
                       "session_leader": os.getsid(0) == os.getpid(),
                       "group_leader": os.getpgid(0) == os.getpid(), "env": dict(os.environ),
-                      "cwd": os.getcwd(), "argv": sys.argv[1:]}))
+                      "cwd": os.getcwd(), "argv": sys.argv[1:], "pid": os.getpid()}))
 
 
 def fail(code: str) -> None:

@@ -1,8 +1,7 @@
 """The engine owning the GPU sampler (``Engine(telemetry=...)``), end to end on loopback.
 
-Skipped until the engine takes a ``telemetry`` sampler (the integration proposed with
-the ``aitbc_miner.gpu`` package); then it checks E_GPU_LOST, admission by constraints,
-the capabilities the coordinator stores, and the console's ``GpuStatus``.
+It checks E_GPU_LOST, admission by constraints, the capabilities the coordinator stores,
+the console's ``GpuStatus``, and the GPU figures a job's metrics carry.
 """
 
 from __future__ import annotations
@@ -33,9 +32,9 @@ def engine_with_gpus(devnet: Devnet, tmp_path: Path, sampler: Sampler,
         Tuning(miner_id=MINER, coordinator_url=devnet.url, pinned_key=devnet.public_key_id,
                heartbeat_interval_s=5.0, poll_min_s=0.05, poll_max_s=0.5),
         miner_key=DEFAULT_MINER_KEYS[0], journal_path=tmp_path / "journal.sqlite3",
-        workspace_root=tmp_path / "jobs", pool=SlotPool.from_specs(1, specs),  # type: ignore[attr-defined]
+        workspace_root=tmp_path / "jobs", pool=SlotPool.from_specs(1, specs),
         registry=RunnerRegistry([BuiltinRunner(), runner]), connect_timeout_s=1.0,
-        read_timeout_s=2.0, seed=7, telemetry=sampler)  # type: ignore[call-arg]
+        read_timeout_s=2.0, seed=7, telemetry=sampler)
 
 
 async def test_a_lost_gpu_fails_its_job_with_e_gpu_lost_and_the_miner_re_registers(
@@ -119,3 +118,27 @@ async def test_no_driver_means_cpu_slots_only_and_a_plain_gpu_state(
         caps = devnet.miners[MINER]["capabilities"]
         assert caps["gpus"] == [] and "cuda" not in caps
         await running.stop()
+
+
+async def test_a_gpu_job_reports_its_mean_utilization_and_peak_vram(
+        fake_nvml: Install, tmp_path: Path, run_engine: Any) -> None:
+    # Given one GPU running a job while the sampler sees it at 30 % then 70 % busy
+    fake = fake_nvml(FakeNvml.with_gpus(1, name="NVIDIA L4", memory_total_mib=23034))
+    sampler = Sampler(Nvml(), interval_s=3600)
+    runner = HoldingGpuRunner()
+    async with Devnet(Dialect.V2026_01, rate_limits=False) as devnet:
+        engine = engine_with_gpus(devnet, tmp_path, sampler, runner)
+        run_engine(engine)
+        job = await devnet.submit_job({"type": "gpu-hold"})
+        async with asyncio.timeout(20):
+            await runner.wait_started(1)
+        for util, used in ((30, 4000), (70, 9000)):
+            fake.gpus[0].util_gpu, fake.gpus[0].memory_used_mib = util, used
+            await sampler.sample_once()
+        # When it finishes
+        runner.release.set()
+        await engine.wait_until(lambda s: s.counters.delivered == 1, timeout=20)
+    # Then the result's metrics carry what the GPU did, as the upstream miner names them
+    metrics = devnet.receipts[0]["metadata"]["metrics"]
+    assert metrics["gpu_utilization"] == 50.0 and metrics["memory_peak"] == 9000
+    assert devnet.receipts[0]["job_id"] == job["job_id"]

@@ -87,3 +87,15 @@ async def test_without_cgroups_the_miner_says_so_once(make_runner, tmp_path, cap
         assert output.metrics["sandbox"] == "rlimits"
     notices = [r for r in caplog.records if "cgroups are not usable here" in r.getMessage()]
     assert len(notices) == 1
+
+
+async def test_the_job_main_pid_is_reported_for_gpu_accounting(make_runner, tmp_path):
+    # Given a job that prints its own pid
+    runner = make_runner({"status": behave("status")})
+    ctx = make_ctx(tmp_path)
+    reported: list[int] = []
+    ctx.report_pid = reported.append
+    # When it runs
+    output = await runner.run({"type": "cli", "command": "status"}, ctx)
+    # Then the runner told the engine that very pid (the GPU sampler matches it in NVML)
+    assert reported == [json.loads(output.result["stdout"])["pid"]]
