@@ -18,10 +18,12 @@ from .codes import ExitCode
 from .ctl import COMMANDS, run_ctl
 from .config import ConfigError, Settings, load_settings, render_effective
 from .engine import Engine
-from .logs import add_secret, setup_logging
+from .logs import setup_logging
 from .runtime import Host, MissingKey, build_engine, control_socket_path
 
 log = logging.getLogger("aitbc_miner.cli")
+
+LOG_FILE = "aitbc-miner.log"  # where the console's logs go, in the state dir
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,8 +153,8 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
     key = settings.miner_key()
     if headless:
         setup_logging(settings.log.level, secrets=[key] if key else ())
-    else:
-        add_secret(key)
+    else:  # the console owns the terminal: logs go to a file beside the journal
+        _log_to_file(settings.paths.effective_state_dir, settings.log.level, key)
     engine = build_engine(settings, exit_when_drained=args.exit_when_drained)
     host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s,
                 control_socket=control_socket_path(settings))
@@ -164,11 +166,21 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
         return ExitCode.FATAL
 
 
+def _log_to_file(folder: Path, level: str, key: str | None = None) -> Path:
+    """JSON-lines logs to ``folder/aitbc-miner.log`` (the console owns stdout/stderr)."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / LOG_FILE
+    stream = path.open("a", encoding="utf-8", buffering=1)
+    setup_logging(level, stream=stream, secrets=[key] if key else ())
+    return path
+
+
 def _run_demo(args: argparse.Namespace, headless: bool) -> int:
     from .demo import run_demo
 
     if headless:
         setup_logging("INFO")
     ui = None if headless else _console(args.theme)
+    log_dir = None if headless else _log_to_file
     return asyncio.run(run_demo(dialect=args.dialect, slots=args.slots, gpus=args.simulate_gpus,
-                                exit_after=args.exit_after, ui=ui))
+                                exit_after=args.exit_after, ui=ui, log_to=log_dir))

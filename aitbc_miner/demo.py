@@ -39,9 +39,13 @@ async def run_demo(
     exit_after: int | None = None,
     ui: Callable[[Engine], Awaitable[None]] | None = None,
     keep_state: Path | None = None,
+    log_to: Callable[[Path, str], object] | None = None,
 ) -> ExitCode:
-    """Run the demo until interrupted (or until ``exit_after`` outcomes are delivered)."""
+    """Run the demo until interrupted (or until ``exit_after`` outcomes are delivered).
+    ``log_to(folder, level)`` sends logs to a file there (the console owns the terminal)."""
     root = keep_state or Path(tempfile.mkdtemp(prefix="aitbc-miner-demo-"))
+    if log_to is not None:
+        log_to(root / "state", "INFO")
     try:
         async with Devnet(dialect, rate_limits=False) as devnet, \
                 FakeOllama(list(DEMO_MODELS), default=DEMO_BEHAVIOR) as ollama:

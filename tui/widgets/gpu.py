@@ -18,15 +18,15 @@ HOT_C = 85.0
 
 
 def slot_label(slot_id: str, gpu: GpuStatus) -> str:
-    """``gpu:<uuid>`` -> ``gpu:0`` when the GPU panel knows the device; else unchanged."""
-    if slot_id.startswith("gpu:"):
-        for view in gpu.gpus:
-            if slot_id in view.slot_ids:
-                return f"gpu:{view.index}"
-        rest = slot_id[4:]
-        if len(rest) > 8:
-            return f"gpu:{rest[:8]}…"
-    return slot_id
+    """Slot ids are short already (``gpu:0``, ``gpu:0/1``, MIG ``gpu:0:1``); a long one
+    (a slot named by a GPU's uuid) becomes ``gpu:<index>`` when the panel knows the
+    device, else it is cut."""
+    if len(slot_id) <= 10:
+        return slot_id
+    for view in gpu.gpus:
+        if slot_id in view.slot_ids:
+            return f"gpu:{view.index}"
+    return slot_id[:9] + "…"
 
 
 def _temp(view: GpuView) -> tuple[str, str]:
