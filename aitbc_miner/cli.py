@@ -15,8 +15,8 @@ from pathlib import Path
 
 from . import __version__
 from .codes import ExitCode
-from .ctl import COMMANDS, run_ctl
 from .config import ConfigError, Settings, load_settings, render_effective
+from .ctl import COMMANDS, run_ctl
 from .engine import Engine
 from .logs import setup_logging
 from .runtime import Host, MissingKey, build_engine, control_socket_path

@@ -21,17 +21,17 @@ from .config import Settings
 from .control import SOCKET_NAME, ControlServer
 from .engine import Engine, SlotPool, Tuning
 from .engine.snapshot import AuthRefusedEvent
-from .logs import add_static_field
 from .gpu import GpuSlotSpec, Nvml, Sampler, gpu_slot_specs, simulated_nvml
+from .logs import add_static_field
 from .runners import Runner, RunnerRegistry
 from .runners.allowlist import Allowlist
 from .runners.base import SlotKind
-from .runners.cli import CliRunner, make_sandbox, make_uploader
-from .runners.python import PythonRunner
 from .runners.builtin import BuiltinRunner
-from .runners.inference import TelemetryGpuSampler
+from .runners.cli import CliRunner, make_sandbox, make_uploader
+from .runners.gpu_watch import TelemetryGpuSampler
 from .runners.ollama import DEFAULT_OLLAMA_URL, OllamaRunner
 from .runners.openai_compat import DEFAULT_OPENAI_URL, OpenAICompatRunner
+from .runners.python import PythonRunner
 
 log = logging.getLogger("aitbc_miner.runtime")
 

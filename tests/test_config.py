@@ -334,7 +334,7 @@ def test_readable_key_file_warns_once_without_the_key(
     key_file.write_text(SECRET, encoding="utf-8")
     key_file.chmod(mode)
     settings = load_settings(None, {"miner": {"key_file": str(key_file)}}, env={})
-    with caplog.at_level(logging.WARNING, logger="aitbc_miner.config"):
+    with caplog.at_level(logging.WARNING, logger="aitbc_miner.config.model"):
         assert settings.miner_key() == SECRET
         assert settings.miner_key() == SECRET
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

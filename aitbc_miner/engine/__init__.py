@@ -12,9 +12,9 @@ from .snapshot import (
     Mode,
     OutcomeView,
     RunningJob,
-    Snapshot,
     SlotState,
     SlotView,
+    Snapshot,
 )
 
 __all__ = [

@@ -22,22 +22,30 @@ import httpx
 
 from .. import workspace
 from ..coordinator import CoordinatorClient
-from ..gpu import GpuView as TelemetryGpuView, Sampler, TelemetrySnapshot
+from ..gpu import GpuView as TelemetryGpuView
+from ..gpu import Sampler, TelemetrySnapshot
 from ..journal import Journal
 from ..protocol import AssignedJob
 from ..runners import RunnerRegistry
 from ..runners.builtin import BuiltinRunner
 from .bus import SnapshotListener, Subscription
 from .core import Core, HeldJob, Tuning, payload_view
+from .earnings import keep_earnings
 from .gpu import gpu_status
 from .jobrun import GPU_LOST_REASON, JobRun
-from .earnings import keep_earnings
 from .outbox import Outbox
 from .payments import sync_payments
 from .poller import Poller
 from .session import Session
 from .slots import SlotPool
-from .snapshot import GpuLost, JobClaimed, JobFinished, ModeChanged, ReceiptView, Snapshot
+from .snapshot import (
+    GpuLost,
+    JobClaimed,
+    JobFinished,
+    ModeChanged,
+    ReceiptView,
+    Snapshot,
+)
 
 log = logging.getLogger("aitbc_miner.engine")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..gpu import NA, GpuView as TeleView, TelemetrySnapshot, or_none
+from ..gpu import NA, TelemetrySnapshot, or_none
+from ..gpu import GpuView as TeleView
 from .slots import Slot
 from .snapshot import GpuStatus, GpuView
 

@@ -34,8 +34,8 @@ from ..coordinator import (
     NotFound,
     ProtocolViolation,
     RateLimited,
-    Uncertain,
     Unavailable,
+    Uncertain,
 )
 from ..journal import FINAL_STATES, JobRecord, JobState
 from ..receipts import verify

@@ -20,8 +20,8 @@ from ..coordinator import (
     ProtocolViolation,
     RateLimited,
     Rejected,
-    Uncertain,
     Unavailable,
+    Uncertain,
 )
 from ..protocol import AssignedJob
 from .core import Core

@@ -1,5 +1,5 @@
-"""What the LLM backends share: payload validation, the backend's model list, measuring
-a token stream, GPU sampling, and the result the coordinator gets.
+"""What the LLM runners share: payload validation, measuring a token stream, and the
+result the coordinator gets (the backend client is ``llm_backend``, GPU figures ``gpu_watch``).
 
 Job payloads (spec "Job payloads"); every key but ``type`` is optional unless noted:
 
@@ -25,20 +25,16 @@ carry, when the GPU could be sampled, ``gpu_utilization`` (mean %),
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import httpx
+from typing import Any
 
 from ..codes import ErrorCode
 from .base import JobFailed, RunContext, RunOutput
+from .gpu_watch import GpuWatch
 
 log = logging.getLogger("aitbc_miner.runners.inference")
 
@@ -48,8 +44,6 @@ MAX_TEXT_CHARS = 1 << 20  # prompt + system + messages, in characters
 MAX_MESSAGES = 1000
 MESSAGE_ROLES = frozenset({"system", "user", "assistant", "tool"})
 PROGRESS_EVERY_S = 0.25  # console progress at most four times a second
-GPU_SAMPLE_EVERY_S = 0.5
-DOWN_REFRESH_S = 5.0  # how often a backend that is down is probed (by default)
 
 
 # --- the job -------------------------------------------------------------------------
@@ -280,105 +274,6 @@ class Progress:
             log.debug("report_progress failed", exc_info=True)
 
 
-# --- GPU sampling -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class GpuReading:
-    """The job's GPU at one moment; ``at`` tells repeated readings of one sample apart."""
-
-    utilization_pct: float
-    memory_used_mib: float
-    at: float | None = None
-
-
-class GpuSampler(Protocol):
-    """Reads the GPU a job runs on (``ctx.gpu_uuid``); None when it cannot. Must not block:
-    it is called on the event loop."""
-
-    def sample(self, ctx: RunContext) -> GpuReading | None: ...
-
-
-class TelemetryGpuSampler:
-    """Reads the newest snapshot of the GPU package's telemetry ``Sampler`` (it owns NVML;
-    nothing here calls the driver): utilization and used VRAM of the job's device."""
-
-    def __init__(self, telemetry: Any) -> None:
-        self.telemetry = telemetry  # aitbc_miner.gpu.Sampler (anything with .snapshot.gpu())
-
-    def sample(self, ctx: RunContext) -> GpuReading | None:
-        if ctx.gpu_uuid is None:
-            return None
-        view = self.telemetry.snapshot.gpu(ctx.gpu_uuid)
-        if view is None or view.lost:
-            return None
-        sample = view.sample
-        util, used = sample.util_gpu_pct, sample.memory_used_mib
-        if not isinstance(util, int | float) or not isinstance(used, int | float):
-            return None  # NA: the device cannot say
-        return GpuReading(float(util), float(used), sample.at)
-
-
-class GpuWatch:
-    """Samples the job's GPU while it runs; ``metrics()`` is mean/peak utilization, VRAM."""
-
-    def __init__(self, sampler: GpuSampler | None, ctx: RunContext,
-                 every_s: float = GPU_SAMPLE_EVERY_S) -> None:
-        self.sampler = sampler
-        self.ctx = ctx
-        self.every_s = every_s
-        self.samples: list[GpuReading] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> GpuWatch:
-        if self.sampler is not None:
-            self._take()
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            if exc[0] is None:
-                self._take()
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.every_s)
-            self._take()
-
-    def _take(self) -> None:
-        assert self.sampler is not None
-        try:
-            reading = self.sampler.sample(self.ctx)
-        except Exception:
-            log.debug("GPU sampler raised", exc_info=True)
-            return
-        if reading is None:
-            return
-        if reading.at is not None and self.samples and self.samples[-1].at == reading.at:
-            return  # the same telemetry sample again
-        self.samples.append(reading)
-
-    def metrics(self) -> dict[str, Any]:
-        if not self.samples:
-            return {}
-        util = [s.utilization_pct for s in self.samples]
-        memory = [s.memory_used_mib for s in self.samples]
-        return {
-            "gpu_utilization": round(sum(util) / len(util), 1),
-            "gpu_utilization_peak": round(max(util), 1),
-            "memory_used": int(memory[-1]),
-            "memory_peak": int(max(memory)),
-            "gpu_samples": len(self.samples),
-        }
-
-
-# --- the result ---------------------------------------------------------------------------
-
-
 def build_output(stats: StreamStats, *, model: str, backend: str, gpu_used: bool,
                  gpu: GpuWatch) -> RunOutput:
     """The coordinator-facing result (upstream keys first) and metrics."""
@@ -407,152 +302,3 @@ def build_output(stats: StreamStats, *, model: str, backend: str, gpu_used: bool
     return RunOutput(result=result, metrics=gpu.metrics())
 
 
-# --- a backend with a model list ----------------------------------------------------------------
-
-
-class BackendUnavailable(Exception):
-    """The backend could not be reached (connect failed, connection dropped)."""
-
-
-class HttpBackend:
-    """Shared state of an HTTP LLM backend: one client, the model list, up/down.
-
-    ``refresh()`` asks the backend for its models; ``watch()`` does so every
-    ``refresh_interval_s`` (every ``down_refresh_s`` at most while it is down, and at
-    once when a job finds it unreachable) and is
-    what the engine schedules. ``available()`` is false only once the backend was seen
-    down; ``capabilities()`` is ``{"models": [...]}`` only while it is known up.
-    ``on_change`` (set by whoever hosts the runner) is called when availability or the
-    model list changes, so the session can re-register with the new capabilities.
-    """
-
-    backend = "http"
-
-    def __init__(self, base_url: str, *, refresh_interval_s: float = 30.0,
-                 down_refresh_s: float = DOWN_REFRESH_S,
-                 connect_timeout_s: float = 3.0, request_timeout_s: float = 10.0,
-                 headers: Mapping[str, str] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.refresh_interval_s = refresh_interval_s
-        self.down_refresh_s = down_refresh_s
-        self.connect_timeout_s = connect_timeout_s
-        self.request_timeout_s = request_timeout_s
-        self._headers = dict(headers or {})
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._up: bool | None = None  # None: not probed yet
-        self._models: tuple[str, ...] = ()
-        self.last_error: str | None = None
-        self.on_change: Callable[[], None] | None = None
-        self._refresh_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
-
-    # --- the client --------------------------------------------------------------------
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None or self._client.is_closed:
-            # read=None: a stream may be quiet for long (model load); the job timeout bounds it.
-            # trust_env=False: a local backend is never reached through an HTTP(S)_PROXY.
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url, headers=self._headers, transport=self._transport,
-                timeout=httpx.Timeout(connect=self.connect_timeout_s, read=None,
-                                      write=self.request_timeout_s, pool=None),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=16),
-                trust_env=False)
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    # --- state -------------------------------------------------------------------------
-
-    @property
-    def up(self) -> bool | None:
-        return self._up
-
-    @property
-    def models(self) -> tuple[str, ...]:
-        return self._models
-
-    def available(self) -> bool:
-        return self._up is not False
-
-    def capabilities(self) -> Mapping[str, Any]:
-        return {"models": list(self._models)} if self._up else {}
-
-    async def list_models(self) -> list[str]:  # pragma: no cover - each backend has its own
-        raise NotImplementedError
-
-    async def refresh(self) -> bool:
-        """Ask the backend for its models now; returns whether it is up."""
-        async with self._refresh_lock:
-            try:
-                async with asyncio.timeout(self.connect_timeout_s + self.request_timeout_s):
-                    models = await self.list_models()
-            except (BackendUnavailable, httpx.HTTPError, TimeoutError, ValueError) as exc:
-                self._set(False, self._models, f"{type(exc).__name__}: {exc}".strip(": "))
-                return False
-            self._set(True, tuple(sorted(set(models))), None)
-            return True
-
-    def mark_down(self, reason: str) -> None:
-        """A job found the backend unreachable: withdraw it and probe again soon."""
-        self._set(False, self._models, reason)
-        self._wake.set()
-
-    def _set(self, up: bool, models: tuple[str, ...], error: str | None) -> None:
-        changed = up != self._up or (up and models != self._models)
-        if up != self._up:
-            if up:
-                log.info("%s backend at %s is up with %d model(s)", self.backend, self.base_url,
-                         len(models))
-            else:
-                log.warning("%s backend at %s is unavailable: %s", self.backend, self.base_url,
-                            error)
-        self._up, self._models, self.last_error = up, models, error
-        if changed and self.on_change is not None:
-            try:
-                self.on_change()
-            except Exception:
-                log.exception("on_change callback failed")
-
-    async def watch(self) -> None:
-        """Refresh forever (the engine runs this as one of its loops)."""
-        while True:
-            await self.refresh()
-            delay = self.refresh_interval_s if self._up else min(self.refresh_interval_s,
-                                                                 self.down_refresh_s)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
-
-
-def error_text(response: httpx.Response, body: bytes) -> str:
-    """The backend's error message: Ollama ``{"error": str}``, OpenAI ``{"error": {...}}``,
-    vLLM ``{"message": str}``; else the start of the body."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, str):
-            return err
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"]
-        if isinstance(data.get("message"), str):
-            return data["message"]
-        if isinstance(data.get("detail"), str):
-            return data["detail"]
-    text = body.decode("utf-8", "replace").strip()
-    return text[:300] or f"HTTP {response.status_code}"
-
-
-def looks_like_oom(message: str) -> bool:
-    text = message.lower()
-    return "out of memory" in text or "requires more system memory" in text or "oom" in text.split()

@@ -26,21 +26,22 @@ import httpx
 
 from ..codes import ErrorCode
 from .base import JobFailed, RunContext, RunOutput, SlotKind
+from .gpu_watch import GpuSampler, GpuWatch
 from .inference import (
-    DOWN_REFRESH_S,
     INFERENCE_JOB_TYPES,
     UPSTREAM_DEFAULT_MODEL,
-    BackendUnavailable,
-    GpuSampler,
-    GpuWatch,
-    HttpBackend,
     InferenceRequest,
     Progress,
     StreamStats,
     build_output,
+    parse_request,
+)
+from .llm_backend import (
+    DOWN_REFRESH_S,
+    BackendUnavailable,
+    HttpBackend,
     error_text,
     looks_like_oom,
-    parse_request,
 )
 
 DEFAULT_OPENAI_URL = "http://127.0.0.1:8000"

@@ -11,7 +11,7 @@ import pytest
 
 from aitbc_miner.engine import Engine
 from aitbc_miner.runners.base import RunContext, SlotKind
-from aitbc_miner.runners.inference import GpuReading
+from aitbc_miner.runners.gpu_watch import GpuReading
 from aitbc_miner.runners.ollama import OllamaRunner
 from aitbc_miner.runners.openai_compat import OpenAICompatRunner
 from tests.fakes.fake_ollama import FakeOllama
