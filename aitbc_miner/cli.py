@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     config = sub.add_parser("config", help="inspect the configuration")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    config_sub.add_parser("check", help="validate and print the effective config (secrets redacted)")
+    config_sub.add_parser("check",
+                          help="validate and print the effective config (secrets redacted)")
     sub.add_parser("devnet", help="run the reference coordinator (see: devnet --help)",
                    add_help=False)
     receipts = sub.add_parser("receipts", help="list, verify again and export stored receipts")

@@ -141,7 +141,9 @@ class CoordinatorClient:
                 "X-Miner-ID": miner_id,
                 "User-Agent": f"aitbc-miner/{__version__}",
             },
-            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s, pool=connect_timeout_s),
+            timeout=httpx.Timeout(
+                read_timeout_s, connect=connect_timeout_s, pool=connect_timeout_s
+            ),
             transport=transport,
             follow_redirects=False,
         )
@@ -277,7 +279,8 @@ class CoordinatorClient:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             kind = response.headers.get("content-type", "no content-type")
             raise ProtocolViolation(
-                endpoint, f"{response.status_code} answer is not JSON ({kind}): {_snippet(response)}",
+                endpoint,
+                f"{response.status_code} answer is not JSON ({kind}): {_snippet(response)}",
                 response.status_code,
             ) from exc
 

@@ -178,7 +178,9 @@ class Journal:
             await self._db.execute("COMMIT")
 
     @staticmethod
-    def _transition(job_id: str, state: JobState, at: float, detail: str = "") -> tuple[str, tuple[Any, ...]]:
+    def _transition(
+        job_id: str, state: JobState, at: float, detail: str = ""
+    ) -> tuple[str, tuple[Any, ...]]:
         return (
             "INSERT INTO transitions(job_id, at, state, detail) VALUES (?, ?, ?, ?)",
             (job_id, at, state.value, detail),

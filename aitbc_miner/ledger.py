@@ -129,7 +129,9 @@ def _total(prices: Any) -> Total:
     return Total(round(sum(values), 6), len(values))
 
 
-def _grouped(groups: dict[str, list[float]], reverse: bool = False) -> tuple[tuple[str, Total], ...]:
+def _grouped(
+    groups: dict[str, list[float]], reverse: bool = False
+) -> tuple[tuple[str, Total], ...]:
     items = sorted(groups.items(), reverse=reverse) if reverse else sorted(
         groups.items(), key=lambda kv: (-sum(kv[1]), kv[0]))
     return tuple((key, _total(values)) for key, values in items)

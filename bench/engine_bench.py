@@ -209,7 +209,8 @@ async def bench_hot(dialect: Dialect, root: Path, jobs: int, slots: int) -> dict
                 claim_to_start.append(started - at["claimed"])
         polls = devnet.requests["poll"]
         await miner.stop()
-    return {"slots": slots, "latency": summary_ms(latency), "post_ms_p50": summary_ms(post)["p50_ms"],
+    return {"slots": slots, "latency": summary_ms(latency),
+            "post_ms_p50": summary_ms(post)["p50_ms"],
             "to_claimed_p50_ms": summary_ms(to_claim)["p50_ms"],
             "claimed_to_started_p50_ms": summary_ms(claim_to_start)["p50_ms"],
             "polls_per_job": round(polls / (jobs + 5), 2)}
@@ -382,7 +383,8 @@ async def bench_agent_rss(dialect: Dialect, root: Path, jobs: int, slots: int) -
 def table(rows: Iterable[tuple[str, ...]]) -> str:
     rows = list(rows)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()
+                     for r in rows)
 
 
 def report(result: dict[str, Any]) -> str:
@@ -397,7 +399,8 @@ def report(result: dict[str, Any]) -> str:
             rows.append((f"hot, {h['slots']} slot(s), default tuning", str(lat["n"]),
                          f"{lat['p50_ms']:.1f}", f"{lat['p95_ms']:.1f}", f"{lat['max_ms']:.1f}",
                          f"POST {h['post_ms_p50']:.1f} ms, claim->start "
-                         f"{h['claimed_to_started_p50_ms']:.1f} ms, {h['polls_per_job']} polls/job"))
+                         f"{h['claimed_to_started_p50_ms']:.1f} ms, "
+                         f"{h['polls_per_job']} polls/job"))
         for i in d.get("idle", []):
             lat = i["latency"]
             label = f"idle, cap {i['cap_s']:g} s" + (" (Tuning default)" if i["default"] else "")

@@ -28,8 +28,8 @@ from aitbc_miner.coordinator import (
     RateLimited,
     Rejected,
     ServerError,
-    Uncertain,
     Unavailable,
+    Uncertain,
 )
 from aitbc_miner.devnet import DEFAULT_MINER_KEYS, Devnet, Dialect
 from aitbc_miner.protocol import (

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from aitbc_miner.codes import ErrorCode
-from aitbc_miner.journal import ACTIVE_STATES, FINAL_STATES, OUTBOX_STATES, Journal, JobState, Outcome
+from aitbc_miner.journal import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    OUTBOX_STATES,
+    JobState,
+    Journal,
+    Outcome,
+)
 
 PAYLOAD = {"type": "sleep", "seconds": 1}
 RESULT_BODY = {"result": {"status": "completed"}, "metrics": {"duration_ms": 1000}}

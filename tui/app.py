@@ -33,7 +33,13 @@ from .screens import (
     QuitScreen,
     ReceiptDetailsScreen,
 )
-from .theming import DEFAULT_THEME, ThemeMemory, default_prefs_path, load_themes, next_theme
+from .theming import (
+    DEFAULT_THEME,
+    ThemeMemory,
+    default_prefs_path,
+    load_themes,
+    next_theme,
+)
 from .widgets.dashboard import Dashboard
 from .widgets.gpu import slot_label
 from .widgets.jobs import JobsTable
@@ -86,7 +92,8 @@ class MinerConsole(App[None]):
         self.tick = tick
         path = default_prefs_path() if prefs_path is _DEFAULT else prefs_path
         self.memory = ThemeMemory(path)  # type: ignore[arg-type]
-        self._themes = {t.name: t for t in (themes if themes is not None else load_themes().values())}
+        self._themes = {t.name: t for t in
+                        (themes if themes is not None else load_themes().values())}
         self._wanted_theme = theme or self.memory.load() or default_theme or DEFAULT_THEME
         self._remove_listener: Callable[[], None] | None = None
         # Subscribe now, before the engine's first step (the CLI builds the console while

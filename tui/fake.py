@@ -26,9 +26,9 @@ from aitbc_miner.engine.snapshot import (
     OutcomeView,
     ReceiptView,
     RunningJob,
-    Snapshot,
     SlotState,
     SlotView,
+    Snapshot,
 )
 
 T0 = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC: the frozen "now" of snapshot tests
@@ -118,7 +118,9 @@ class FakeEngine:
 # --- hand-made rig states --------------------------------------------------------------
 
 
-def _slots(n_cpu: int, gpu: GpuStatus, jobs: Iterable[RunningJob], mode: Mode) -> tuple[SlotView, ...]:
+def _slots(
+    n_cpu: int, gpu: GpuStatus, jobs: Iterable[RunningJob], mode: Mode
+) -> tuple[SlotView, ...]:
     on_slot = {j.slot_id: j.job_id for j in jobs if j.slot_id}
     draining = mode in (Mode.DRAINING, Mode.DRAINED, Mode.STOPPING)
     claiming = mode is Mode.RUNNING
@@ -158,7 +160,9 @@ def two_gpus(*, lost: bool = False, simulated: bool = False) -> GpuStatus:
     return GpuStatus(state="ok", message="NVIDIA driver ready", simulated=simulated, gpus=(a, b))
 
 
-def receipts(n: int, *, now: float = T0, bad_every: int = 0, start: int = 0) -> tuple[ReceiptView, ...]:
+def receipts(
+    n: int, *, now: float = T0, bad_every: int = 0, start: int = 0
+) -> tuple[ReceiptView, ...]:
     """``n`` receipts, newest first (ids ``r<number>``), one per ~20 s back from ``now``."""
     out = []
     for k in range(start + n - 1, start - 1, -1):
@@ -218,7 +222,8 @@ def sample_snapshot(kind: str = "busy", *, now: float = T0, n_jobs: int | None =
         loops=(LoopView("poll", "polling every 0.50s"),),
         slots=slots, jobs=tuple(jobs),
         counters=Counters(claimed=1_210, completed=1_200, failed=3, canceled=1, delivered=1_204,
-                          receipts=len(recs), receipts_flagged=sum(1 for r in recs if not r.counted)),
+                          receipts=len(recs),
+                          receipts_flagged=sum(1 for r in recs if not r.counted)),
         outbox=0, recent=(OutcomeView("71de33aa", "sleep", "completed", None, now - 2, 11.8),),
         poll_interval_s=0.5, polls_in_flight=1 if mode is Mode.RUNNING else 0,
         receipts=recs, earnings=earnings, gpu=gpu,

@@ -195,7 +195,8 @@ class JobDetailsScreen(ConsoleDialog, ModalScreen[None]):
         text = Text()
         job = snap.job(self.job_id) if snap else None
         if job is None:
-            outcome = next((o for o in (snap.recent if snap else ()) if o.job_id == self.job_id), None)
+            outcome = next((o for o in (snap.recent if snap else ()) if o.job_id == self.job_id),
+                           None)
             text.append("no longer held by this miner", style="bold")
             if outcome is not None:
                 code = f" ({outcome.error_code})" if outcome.error_code else ""
@@ -209,10 +210,13 @@ class JobDetailsScreen(ConsoleDialog, ModalScreen[None]):
             rows = [
                 ("type", job.job_type + (f" ({model})" if model else "")),
                 ("state", job.state),
-                ("slot", slot_label(job.slot_id, snap.gpu) if job.slot_id and snap else "waiting for a slot"),
+                ("slot", slot_label(job.slot_id, snap.gpu) if job.slot_id and snap
+                 else "waiting for a slot"),
                 ("GPU", f"{gpu.index} {gpu.name} ({gpu.uuid})" if gpu else "-"),
-                ("claimed", f"{fmt.clock_time(job.claimed_at, now)} ({fmt.age(job.claimed_at, now)})"),
-                ("started", f"{fmt.clock_time(job.started_at, now)} ({fmt.age(job.started_at, now)})"
+                ("claimed",
+                 f"{fmt.clock_time(job.claimed_at, now)} ({fmt.age(job.claimed_at, now)})"),
+                ("started",
+                 f"{fmt.clock_time(job.started_at, now)} ({fmt.age(job.started_at, now)})"
                  if job.started_at else "not yet"),
                 ("elapsed", fmt.duration(now - (job.started_at or job.claimed_at))),
                 ("progress", fmt.progress(job.progress)),
@@ -228,7 +232,8 @@ class JobDetailsScreen(ConsoleDialog, ModalScreen[None]):
         events = self.events(self.job_id)
         text.append(f"\nevents and log ({len(events)})\n", style="bold underline")
         for event in events[-100:]:
-            text.append(f"{fmt.clock_time(event.at, now)} {event.severity()[:5]:<5} {describe(event)}\n")
+            text.append(
+                f"{fmt.clock_time(event.at, now)} {event.severity()[:5]:<5} {describe(event)}\n")
         return text
 
     def action_cancel_job(self) -> None:

@@ -105,7 +105,9 @@ class DevnetApp:
 
     # --- the endpoint pipeline ---------------------------------------------------
 
-    def endpoint(self, name: str, action: Action) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def endpoint(
+        self, name: str, action: Action
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             self.requests[name] += 1
             fault = self.faults.take(name)
@@ -136,8 +138,10 @@ class DevnetApp:
         headers = {}
         if fault.retry_after is not None:
             headers["Retry-After"] = retry_after_header(fault.retry_after)
-        body = fault.body if fault.body is not None else json.dumps({"detail": f"injected {fault.status}"})
-        return web.Response(status=fault.status, text=body, content_type=fault.content_type, headers=headers)
+        body = (fault.body if fault.body is not None
+                else json.dumps({"detail": f"injected {fault.status}"}))
+        return web.Response(status=fault.status, text=body, content_type=fault.content_type,
+                            headers=headers)
 
     def _fault_instead(self, request: web.Request, fault: Fault) -> web.Response:
         if fault.kind == "drop_before":
@@ -147,7 +151,9 @@ class DevnetApp:
             return web.Response(status=status, text=text, content_type=ctype)
         return self._status_reply(fault)
 
-    def _fault_after(self, request: web.Request, fault: Fault, name: str, reply: Reply) -> web.Response:
+    def _fault_after(
+        self, request: web.Request, fault: Fault, name: str, reply: Reply
+    ) -> web.Response:
         if fault.kind == "drop_after":
             return drop_connection(request)
         if fault.kind == "malformed":
@@ -169,11 +175,13 @@ class DevnetApp:
 
     async def register(self, request: web.Request) -> Reply:
         miner_id = self._miner(request)
-        return Reply(body=self.coordinator.register(miner_id, await parse_body(request, RegisterRequest)))
+        return Reply(body=self.coordinator.register(
+            miner_id, await parse_body(request, RegisterRequest)))
 
     async def heartbeat(self, request: web.Request) -> Reply:
         miner_id = self._miner(request)
-        return Reply(body=self.coordinator.heartbeat(miner_id, await parse_body(request, HeartbeatRequest)))
+        return Reply(body=self.coordinator.heartbeat(
+            miner_id, await parse_body(request, HeartbeatRequest)))
 
     async def poll(self, request: web.Request) -> Reply:
         miner_id = self._miner(request)
@@ -203,7 +211,8 @@ class DevnetApp:
 
     async def create_job(self, request: web.Request) -> Reply:
         client = self._client(request)
-        return Reply(201, self.coordinator.create_job(client, await parse_body(request, CreateJobRequest)))
+        return Reply(201, self.coordinator.create_job(
+            client, await parse_body(request, CreateJobRequest)))
 
     def _client_read(self, read: Callable[[str], dict[str, Any]]) -> Action:
         async def action(request: web.Request) -> Reply:
@@ -273,8 +282,10 @@ class DevnetApp:
         r.add_get(f"{v}/jobs/{{job_id}}", ep("job_get", self._client_read(c.get_job)))
         r.add_get(f"{v}/jobs/{{job_id}}/result", ep("job_result", self._client_read(c.job_result)))
         r.add_post(f"{v}/jobs/{{job_id}}/cancel", ep("job_cancel", self._client_read(c.cancel)))
-        r.add_get(f"{v}/jobs/{{job_id}}/receipt", ep("job_receipt", self._client_read(c.latest_receipt)))
-        r.add_get(f"{v}/jobs/{{job_id}}/receipts", ep("job_receipts", self._client_read(c.receipts)))
+        r.add_get(f"{v}/jobs/{{job_id}}/receipt",
+                  ep("job_receipt", self._client_read(c.latest_receipt)))
+        r.add_get(f"{v}/jobs/{{job_id}}/receipts",
+                  ep("job_receipts", self._client_read(c.receipts)))
         r.add_get("/_devnet/state", self.admin_state)
         for method in ("GET", "POST", "DELETE"):
             r.add_route(method, "/_devnet/faults", self.admin_faults)

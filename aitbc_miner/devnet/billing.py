@@ -45,7 +45,9 @@ def billed_units(result: dict[str, Any], metrics: dict[str, Any]) -> float:
     return seconds if seconds is not None else 0.0
 
 
-def _price(result: dict[str, Any], metrics: dict[str, Any], units: float, unit_price: float) -> float:
+def _price(
+    result: dict[str, Any], metrics: dict[str, Any], units: float, unit_price: float
+) -> float:
     keys = ("price", "aitbc_earned", "cost")
     sent = _float(_first(*(d.get(k) for k in keys for d in (metrics, result))))
     return sent if sent is not None else round(units * unit_price, 6)

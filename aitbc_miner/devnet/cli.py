@@ -27,16 +27,21 @@ from .tokens import DEFAULT_JWT_SECRET
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aitbc-miner devnet", description=__doc__.splitlines()[0])
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=18000, help="0 picks a free port (or the state's last one)")
+    p.add_argument("--port", type=int, default=18000,
+                   help="0 picks a free port (or the state's last one)")
     p.add_argument("--dialect", choices=[d.value for d in Dialect], default=Dialect.V2026_01.value)
     p.add_argument("--state", metavar="PATH", help="sqlite file; in-memory when absent")
-    p.add_argument("--miner-key", action="append", dest="miner_keys", metavar="K", help="repeatable")
+    p.add_argument("--miner-key", action="append", dest="miner_keys", metavar="K",
+                   help="repeatable")
     p.add_argument("--client-key", default=DEFAULT_CLIENT_KEY, metavar="K")
-    p.add_argument("--jwt-secret", default=DEFAULT_JWT_SECRET, help="HS256 secret for 2026-08 tokens")
+    p.add_argument("--jwt-secret", default=DEFAULT_JWT_SECRET,
+                   help="HS256 secret for 2026-08 tokens")
     p.add_argument(
-        "--signing-key-file", metavar="PATH", help="Ed25519 key, hex or raw 32 bytes; created if missing"
+        "--signing-key-file", metavar="PATH",
+        help="Ed25519 key, hex or raw 32 bytes; created if missing",
     )
-    p.add_argument("--no-receipt-signing", action="store_true", help="answer /result with receipt null")
+    p.add_argument("--no-receipt-signing", action="store_true",
+                   help="answer /result with receipt null")
     p.add_argument("--no-rate-limits", action="store_true")
     p.add_argument(
         "--rate-limit-scale", type=float, default=1.0, help="multiply the 2026-08 per-minute limits"

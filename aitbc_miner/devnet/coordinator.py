@@ -115,7 +115,8 @@ class Coordinator:
         metadata = dict(req.metadata)
         if self.dialect is Dialect.V2026_08:
             extras = req.model_extra or {}
-            metadata.update({k: extras[k] for k in _HEARTBEAT_EXTRAS_2026_08 if extras.get(k) is not None})
+            metadata.update({k: extras[k] for k in _HEARTBEAT_EXTRAS_2026_08
+                             if extras.get(k) is not None})
         miner.metadata, miner.last_heartbeat = metadata, self.clock.now()
         self.store.put_miner(miner)
         self.store.commit()
@@ -171,7 +172,8 @@ class Coordinator:
         job.result_calls += 1
         receipt = None
         if self.signing_key is not None:
-            receipt = billing.build_receipt(job, miner_id, req.result, metrics, now=now, key=self.signing_key)
+            receipt = billing.build_receipt(job, miner_id, req.result, metrics, now=now,
+                                            key=self.signing_key)
             receipt = billing.finish_receipt(receipt, job, self.dialect)
             self.store.add_receipt(receipt)
         self.store.put_job(job)
@@ -238,7 +240,8 @@ class Coordinator:
         job = self._job(job_id)
         if job.state not in _LIVE:
             raise HttpError(409, errors.JOB_NOT_CANCELABLE)
-        job.state, job.error, job.assigned_miner_id = JobState.CANCELED.value, errors.CANCELED_BY_CLIENT, None
+        job.state, job.error, job.assigned_miner_id = (
+            JobState.CANCELED.value, errors.CANCELED_BY_CLIENT, None)
         self.store.put_job(job)
         self.store.commit()
         return self.view(job)

@@ -35,7 +35,8 @@ _ESSENTIAL = {
     "earnings": ("miner_id", "earnings_history", "total_earnings"),
     "deregister": ("status",),
 }
-HTML_PAGE = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+HTML_PAGE = ("<html><head><title>502 Bad Gateway</title></head>"
+             "<body><h1>502 Bad Gateway</h1></body></html>")
 _ids = itertools.count(1)
 
 
@@ -56,7 +57,8 @@ class Fault:
 
     def __post_init__(self) -> None:
         if self.endpoint != "*" and self.endpoint not in ENDPOINTS:
-            raise ValueError(f"unknown endpoint {self.endpoint!r}; one of {', '.join(ENDPOINTS)}, *")
+            raise ValueError(
+                f"unknown endpoint {self.endpoint!r}; one of {', '.join(ENDPOINTS)}, *")
         if self.kind not in KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(KINDS)}")
         if self.kind == "malformed" and self.variant not in VARIANTS:
@@ -103,7 +105,9 @@ class FaultBook:
 
     def take(self, endpoint: str) -> Fault | None:
         for fault in self._faults:
-            if fault.endpoint == endpoint or (fault.endpoint == "*" and endpoint in MINER_ENDPOINTS):
+            if fault.endpoint == endpoint or (
+                fault.endpoint == "*" and endpoint in MINER_ENDPOINTS
+            ):
                 fault.hits += 1
                 if fault.times is not None:
                     fault.times -= 1

@@ -85,7 +85,9 @@ class Feeder:
 
     async def run(self) -> None:
         """Until cancelled; transient HTTP errors are skipped to the next round."""
-        async with httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=10.0) as http:
+        async with httpx.AsyncClient(
+            base_url=self.base_url, headers=self.headers, timeout=10.0
+        ) as http:
             while True:
                 with contextlib.suppress(httpx.HTTPError):
                     await self.top_up(http)

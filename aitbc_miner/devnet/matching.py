@@ -11,7 +11,8 @@ from .store import Job, Miner
 BASE_CONSTRAINT_KEYS: tuple[str, ...] = tuple(Constraints.model_fields)
 
 # 2026-08 defaults: the real schema's flags default to False, the rest to null.
-_FLAG_KEYS = frozenset({"zk_proof_required", "tee_attestation_required", "bond_required", "confidential"})
+_FLAG_KEYS = frozenset(
+    {"zk_proof_required", "tee_attestation_required", "bond_required", "confidential"})
 
 
 def full_constraints(given: dict[str, Any] | None, dialect: Dialect) -> dict[str, Any]:

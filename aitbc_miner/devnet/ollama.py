@@ -425,7 +425,8 @@ class FakeOllama(FakeLLMServer):
             eval_ns = max(int(eval_s * 1e9), 1)
             load_ns = int(behavior.first_token_delay_s * 1e9) + 1_000_000
             chunk.update(done=True, done_reason=reason,
-                         total_duration=load_ns + eval_ns + 2_000_000, load_duration=load_ns, prompt_eval_count=record.prompt_tokens,
+                         total_duration=load_ns + eval_ns + 2_000_000, load_duration=load_ns,
+                         prompt_eval_count=record.prompt_tokens,
                          prompt_eval_duration=2_000_000, eval_count=record.completion_tokens,
                          eval_duration=eval_ns)
             if not chat:

@@ -192,7 +192,10 @@ class Devnet:
         return await self._http.request(method, path, json=json, headers=self.client_headers())
 
     async def submit_job(
-        self, payload: dict[str, Any], constraints: dict[str, Any] | None = None, ttl_seconds: int = 900
+        self,
+        payload: dict[str, Any],
+        constraints: dict[str, Any] | None = None,
+        ttl_seconds: int = 900,
     ) -> dict[str, Any]:
         """POST /v1/jobs; returns the job view (raises on a non-201)."""
         body = {"payload": payload, "constraints": constraints or {}, "ttl_seconds": ttl_seconds}

@@ -161,7 +161,9 @@ class Store:
             ),
         )
 
-    def receipts(self, *, job_id: str | None = None, provider: str | None = None) -> list[dict[str, Any]]:
+    def receipts(
+        self, *, job_id: str | None = None, provider: str | None = None
+    ) -> list[dict[str, Any]]:
         query, args = "SELECT body FROM receipts", []
         if job_id is not None:
             query, args = query + " WHERE job_id=?", [job_id]
@@ -182,6 +184,7 @@ class Store:
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (key, value),
         )

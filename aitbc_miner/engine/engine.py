@@ -252,7 +252,8 @@ class Engine:
             self.cancel(job_id, reason=GPU_LOST_REASON)
         core.emit(GpuLost(at=core.clock(), gpu_index=view.index, gpu_uuid=view.uuid,
                           jobs=tuple(jobs), message=f"GPU {view.index} ({view.name}) is lost"
-                          + (f"; failing job(s) {', '.join(jobs)} with E_GPU_LOST" if jobs else "")))
+                          + (f"; failing job(s) {', '.join(jobs)} with E_GPU_LOST"
+                             if jobs else "")))
         core.wake_session.set()
 
     async def _recover(self) -> None:
@@ -275,7 +276,8 @@ class Engine:
         receipts = await core.journal.receipts()
         core.count(receipts=len(receipts),
                    receipts_flagged=sum(1 for r in receipts if not r.counted))
-        core.receipts.extend(reversed([ReceiptView.of(r) for r in receipts[-core.receipts.maxlen:]]))
+        core.receipts.extend(
+            reversed([ReceiptView.of(r) for r in receipts[-core.receipts.maxlen:]]))
         core.earnings_dirty.set()
         await self.outbox.load()
 

@@ -143,8 +143,8 @@ class JobRun:
         core.count(**{counter: 1})
         core.recent.append(OutcomeView(held.job_id, held.job_type, outcome.value,
                                        code.value if code else None, core.clock(), duration))
-        text = f"job {held.job_id} {outcome.value}" + (f" ({code.value}: {body.get('error_message')})"
-                                                       if code else "")
+        text = f"job {held.job_id} {outcome.value}" + (
+            f" ({code.value}: {body.get('error_message')})" if code else "")
         core.emit(JobFinished(at=core.clock(), job_id=held.job_id, outcome=outcome.value,
                               code=code.value if code else None, duration_s=duration,
                               slot=held.slot.slot_id if held.slot else None, message=text))

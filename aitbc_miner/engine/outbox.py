@@ -133,7 +133,8 @@ class Outbox:
                 continue
             except (Unavailable, ProtocolViolation) as exc:
                 await core.journal.mark_staged_again(job_id, str(exc))
-                delay = backoff.next_delay(exc.retry_after if isinstance(exc, RateLimited) else None)
+                delay = backoff.next_delay(
+                    exc.retry_after if isinstance(exc, RateLimited) else None)
                 self._problem(record, backoff.attempt, delay, str(exc))
             await asyncio.sleep(delay)
 
@@ -208,7 +209,8 @@ class Outbox:
         core.earnings_dirty.set()
         core.count(receipts=1, receipts_flagged=0 if stored.counted else 1)
         if not stored.counted:
-            note = " DUPLICATE: not counted" if stored.duplicate else f" NOT COUNTED: {check.reason}"
+            note = (" DUPLICATE: not counted" if stored.duplicate
+                    else f" NOT COUNTED: {check.reason}")
         elif stored.duplicate:
             note = (" POSSIBLE DUPLICATE: /result was resent after an uncertain delivery; "
                     "counted once, the coordinator may hold a second receipt")

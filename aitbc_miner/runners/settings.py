@@ -89,7 +89,8 @@ class PythonFunction(_Section):
 class PythonSettings(_Section):
     paths: list[Path] = Field(default_factory=list, description="Put first on the child's sys.path")
     functions: list[PythonFunction] = Field(
-        default_factory=list, description="Trusted functions jobs may call (package.module:function)")
+        default_factory=list,
+        description="Trusted functions jobs may call (package.module:function)")
     executable: Path | None = Field(None, description="Interpreter; default: the agent's own")
 
 
@@ -120,7 +121,8 @@ class RunnerSettings(_Section):
     artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings,
                                         description="Files jobs write under out/")
     secrets: dict[str, SecretSource] = Field(
-        default_factory=dict, description="Named secrets jobs receive as files (each a value or a file)")
+        default_factory=dict,
+        description="Named secrets jobs receive as files (each a value or a file)")
 
     def secret_values(self, names: list[str]) -> dict[str, bytes]:
         """The named secrets' values, read now.

@@ -30,7 +30,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def devnet(dialect: Dialect, clock: FakeClock) -> AsyncIterator[Devnet]:
-    async with Devnet(dialect, miner_keys=[MINER_KEY, OTHER_KEY], rate_limits=False, clock=clock) as dn:
+    async with Devnet(dialect, miner_keys=[MINER_KEY, OTHER_KEY], rate_limits=False,
+                      clock=clock) as dn:
         yield dn
 
 

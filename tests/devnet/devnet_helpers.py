@@ -20,7 +20,9 @@ def identity(devnet: Devnet, miner_id: str, key: str = MINER_KEY) -> str:
 class MinerClient:
     """A scripted miner: the headers the real miner sends (key and id) on one client."""
 
-    def __init__(self, http: httpx.AsyncClient, devnet: Devnet, miner_id: str, key: str = MINER_KEY):
+    def __init__(
+        self, http: httpx.AsyncClient, devnet: Devnet, miner_id: str, key: str = MINER_KEY
+    ):
         self.http, self.devnet = http, devnet
         self.headers = {"X-Api-Key": key, "X-Miner-ID": miner_id}
         self.id = identity(devnet, miner_id, key)
@@ -29,13 +31,17 @@ class MinerClient:
         return await self.http.post(path, json=body, headers=self.headers)
 
     async def register(
-        self, capabilities: dict[str, Any] | None = None, concurrency: int = 1, region: str | None = None
+        self,
+        capabilities: dict[str, Any] | None = None,
+        concurrency: int = 1,
+        region: str | None = None,
     ) -> httpx.Response:
         body = {"capabilities": capabilities or {}, "concurrency": concurrency, "region": region}
         return await self.post("/miners/register", body)
 
     async def heartbeat(self, inflight: int, status: str = "ONLINE") -> httpx.Response:
-        return await self.post("/miners/heartbeat", {"inflight": inflight, "status": status, "metadata": {}})
+        return await self.post("/miners/heartbeat",
+                               {"inflight": inflight, "status": status, "metadata": {}})
 
     async def poll(self) -> httpx.Response:
         return await self.post("/miners/poll", {"max_wait_seconds": 5})

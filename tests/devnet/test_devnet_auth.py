@@ -14,7 +14,9 @@ REGISTER = {"capabilities": {}, "concurrency": 1}
 
 
 @pytest.mark.parametrize("headers", [{}, {"X-Api-Key": "wrong"}, {"Authorization": "Bearer nope"}])
-async def test_miner_routes_refuse_bad_or_missing_keys(http: httpx.AsyncClient, headers: dict) -> None:
+async def test_miner_routes_refuse_bad_or_missing_keys(
+    http: httpx.AsyncClient, headers: dict
+) -> None:
     for path in ("/miners/register", "/miners/heartbeat", "/miners/poll"):
         response = await http.post(path, json=REGISTER, headers=headers)
         assert response.status_code == 401, path
@@ -28,7 +30,9 @@ async def test_identity_rules(devnet: Devnet, miner: MinerClient) -> None:
     assert list(devnet.miners) == [expected]
 
 
-async def test_identity_without_miner_id_header_is_the_key(devnet: Devnet, http: httpx.AsyncClient) -> None:
+async def test_identity_without_miner_id_header_is_the_key(
+    devnet: Devnet, http: httpx.AsyncClient
+) -> None:
     response = await http.post("/miners/register", json=REGISTER, headers={"X-Api-Key": MINER_KEY})
     assert response.status_code == 200
     assert list(devnet.miners) == [MINER_KEY]
@@ -46,7 +50,9 @@ async def test_miner_jwt_accepted_on_2026_08_only(devnet: Devnet, http: httpx.As
         assert list(devnet.miners) == ["jwt-rig"]
 
 
-async def test_client_token_is_not_a_miner_credential(devnet: Devnet, http: httpx.AsyncClient) -> None:
+async def test_client_token_is_not_a_miner_credential(
+    devnet: Devnet, http: httpx.AsyncClient
+) -> None:
     token = make_jwt(DEFAULT_JWT_SECRET, sub="c", role="client")
     response = await http.post(
         "/miners/register", json=REGISTER, headers={"Authorization": f"Bearer {token}"}
@@ -86,7 +92,9 @@ async def test_health_path_per_dialect(devnet: Devnet) -> None:
         assert (await http.get(other)).status_code == 404
 
 
-async def test_2026_08_only_routes(devnet: Devnet, miner: MinerClient, http: httpx.AsyncClient) -> None:
+async def test_2026_08_only_routes(
+    devnet: Devnet, miner: MinerClient, http: httpx.AsyncClient
+) -> None:
     await miner.register()
     earnings = await http.post(f"/miners/{miner.id}/earnings", headers=miner.headers)
     delete = await http.delete(f"/miners/{miner.id}", headers=miner.headers)

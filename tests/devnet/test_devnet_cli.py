@@ -22,7 +22,9 @@ READY_TIMEOUT = 30.0
 
 
 @asynccontextmanager
-async def devnet_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, Any]]]:
+async def devnet_process(
+    *args: str,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, Any]]]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -65,7 +67,8 @@ async def test_kill_9_and_restart_on_same_port(tmp_path: Path) -> None:
                 await http.post("/miners/register", json={"capabilities": {}}, headers=headers)
             ).status_code == 200
             job = await http.post(
-                "/jobs", json={"payload": {"type": "echo", "data": "x"}}, headers=ready["client_headers"]
+                "/jobs", json={"payload": {"type": "echo", "data": "x"}},
+                headers=ready["client_headers"],
             )
             assert job.status_code == 201
             assert (await http.post("/miners/poll", json={}, headers=headers)).status_code == 200
@@ -88,7 +91,9 @@ async def test_kill_9_and_restart_on_same_port(tmp_path: Path) -> None:
 
 
 async def test_sigint_exits_zero_and_feed(tmp_path: Path) -> None:
-    async with devnet_process("--port", "0", "--feed", "3", "--feed-interval", "0.05") as (proc, ready):
+    async with devnet_process(
+        "--port", "0", "--feed", "3", "--feed-interval", "0.05"
+    ) as (proc, ready):
         assert ready["dialect"] == "2026-01" and ready["health"] == "/v1/health"
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), READY_TIMEOUT) == 0
@@ -96,7 +101,8 @@ async def test_sigint_exits_zero_and_feed(tmp_path: Path) -> None:
 
 def test_parser_flags() -> None:
     args = build_parser().parse_args(
-        ["--dialect", "2026-08", "--miner-key", "a", "--miner-key", "b", "--no-rate-limits", "--feed", "4"]
+        ["--dialect", "2026-08", "--miner-key", "a", "--miner-key", "b", "--no-rate-limits",
+         "--feed", "4"]
     )
     assert (args.dialect, args.miner_keys, args.no_rate_limits, args.feed, args.port) == (
         "2026-08",

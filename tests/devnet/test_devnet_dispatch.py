@@ -63,7 +63,9 @@ async def test_fifo_skips_unmatched_jobs(devnet: Devnet, miner: MinerClient) -> 
     assert devnet.jobs[blocked["job_id"]]["state"] == "QUEUED"
 
 
-async def test_reputation_rule(devnet: Devnet, miner: MinerClient, other_miner: MinerClient) -> None:
+async def test_reputation_rule(
+    devnet: Devnet, miner: MinerClient, other_miner: MinerClient
+) -> None:
     """2026-08 holds a job back for an idle ONLINE better-reputed miner; 2026-01 does not."""
     await miner.register(CAPS)
     await other_miner.register(CAPS)

@@ -25,7 +25,9 @@ async def test_status_burst_then_normal(devnet: Devnet, miner: MinerClient) -> N
     assert devnet.faults.list() == []
 
 
-async def test_injected_429_has_retry_after_and_does_not_act(devnet: Devnet, miner: MinerClient) -> None:
+async def test_injected_429_has_retry_after_and_does_not_act(
+    devnet: Devnet, miner: MinerClient
+) -> None:
     await miner.register()
     job_id = (await devnet.submit_job(ECHO))["job_id"]
     await miner.poll()
@@ -150,7 +152,8 @@ def test_fault_validation() -> None:
 
 async def test_admin_routes_drive_faults_and_state(devnet: Devnet, miner: MinerClient) -> None:
     async with httpx.AsyncClient(base_url=devnet.url) as admin:
-        armed = await admin.post("/_devnet/faults", json=[{"endpoint": "poll", "kind": "drop_before"}])
+        armed = await admin.post("/_devnet/faults",
+                                 json=[{"endpoint": "poll", "kind": "drop_before"}])
         assert armed.status_code == 200 and armed.json()["faults"][0]["kind"] == "drop_before"
         bad = await admin.post("/_devnet/faults", json={"endpoint": "poll", "kind": "explode"})
         assert bad.status_code == 400 and "unknown fault kind" in bad.json()["detail"]
@@ -158,7 +161,8 @@ async def test_admin_routes_drive_faults_and_state(devnet: Devnet, miner: MinerC
         with pytest.raises(DROPPED):
             await miner.poll()
         await admin.post(
-            "/_devnet/faults", json={"endpoint": "heartbeat", "kind": "status", "status": 503, "times": None}
+            "/_devnet/faults",
+            json={"endpoint": "heartbeat", "kind": "status", "status": 503, "times": None},
         )
         assert len((await admin.get("/_devnet/faults")).json()["faults"]) == 1
         assert (await admin.delete("/_devnet/faults")).json() == {"faults": []}

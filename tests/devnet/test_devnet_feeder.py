@@ -14,7 +14,8 @@ from aitbc_miner.devnet.feeder import Feeder, make_payload
 
 
 def test_payload_mix_is_seeded_and_covers_all_types() -> None:
-    assert [make_payload(random.Random(3)) for _ in range(2)] == [make_payload(random.Random(3))] * 2
+    assert ([make_payload(random.Random(3)) for _ in range(2)]
+            == [make_payload(random.Random(3))] * 2)
     rng = random.Random(1)
     draws = [make_payload(rng) for _ in range(400)]
     assert {d["type"] for d in draws} == {"sleep", "echo", "sha256", "transcribe"}
@@ -47,7 +48,8 @@ async def test_run_until_cancelled(devnet: Devnet) -> None:
             rounds.set()
             return added
 
-    task = asyncio.create_task(Watched(devnet.url, devnet.client_headers(), target=2, interval=0.01).run())
+    task = asyncio.create_task(
+        Watched(devnet.url, devnet.client_headers(), target=2, interval=0.01).run())
     await asyncio.wait_for(rounds.wait(), 10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

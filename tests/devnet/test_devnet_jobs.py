@@ -22,7 +22,8 @@ async def test_create_and_view(devnet: Devnet, http: httpx.AsyncClient, clock: F
     assert response.status_code == 201
     view = response.json()
     JobView.model_validate(view)
-    assert set(view) == {"job_id", "state", "assigned_miner_id", "requested_at", "expires_at", "error"}
+    assert set(view) == {"job_id", "state", "assigned_miner_id", "requested_at", "expires_at",
+                         "error"}
     assert view["state"] == "QUEUED" and view["assigned_miner_id"] is None and view["error"] is None
     requested = datetime.fromisoformat(view["requested_at"])
     expires = datetime.fromisoformat(view["expires_at"])
@@ -75,7 +76,8 @@ async def test_cancel_rules(devnet: Devnet, http: httpx.AsyncClient, miner: Mine
     await miner.poll()
     canceled = await http.post(f"/jobs/{job_id}/cancel", headers=devnet.client_headers())
     assert canceled.status_code == 200
-    assert canceled.json()["state"] == "CANCELED" and canceled.json()["error"] == "canceled by client"
+    assert (canceled.json()["state"] == "CANCELED"
+            and canceled.json()["error"] == "canceled by client")
     again = await http.post(f"/jobs/{job_id}/cancel", headers=devnet.client_headers())
     assert again.status_code == 409 and again.json() == {"detail": "job not cancelable"}
     assert miner.inflight() == 1  # a cancel does not release the miner's slot

@@ -26,7 +26,8 @@ async def test_register_answer_and_state(devnet: Devnet, miner: MinerClient) -> 
     body = response.json()
     assert body["status"] == "ok" and isinstance(body["session_token"], str)
     row = devnet.miners[miner.id]
-    assert (row["status"], row["concurrency"], row["region"], row["inflight"]) == ("ONLINE", 2, "eu", 0)
+    assert ((row["status"], row["concurrency"], row["region"], row["inflight"])
+            == ("ONLINE", 2, "eu", 0))
 
 
 async def test_register_validation_is_422(miner: MinerClient) -> None:
@@ -69,7 +70,9 @@ async def test_poll_answer_shape(devnet: Devnet, miner: MinerClient) -> None:
     assert devnet.jobs[job["job_id"]]["assigned_miner_id"] == miner.id
 
 
-async def test_inflight_gates_polling_and_result_releases(devnet: Devnet, miner: MinerClient) -> None:
+async def test_inflight_gates_polling_and_result_releases(
+    devnet: Devnet, miner: MinerClient
+) -> None:
     await miner.register(concurrency=1)
     first = await _assigned(devnet, miner)
     await devnet.submit_job(ECHO)
@@ -163,7 +166,8 @@ async def test_second_result_makes_second_receipt(
     second = (await miner.result(job_id)).json()["receipt"]
     assert first["receipt_id"] != second["receipt_id"]
     assert devnet.jobs[job_id]["receipts"] == 2 and devnet.jobs[job_id]["result_calls"] == 2
-    items = (await http.get(f"/jobs/{job_id}/receipts", headers=devnet.client_headers())).json()["items"]
+    items = (await http.get(f"/jobs/{job_id}/receipts",
+                            headers=devnet.client_headers())).json()["items"]
     assert [r["receipt_id"] for r in items] == [first["receipt_id"], second["receipt_id"]]
     latest = (await http.get(f"/jobs/{job_id}/receipt", headers=devnet.client_headers())).json()
     assert latest["receipt_id"] == second["receipt_id"]

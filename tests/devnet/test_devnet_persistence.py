@@ -1,4 +1,5 @@
-"""State survives a stop/start on the same sqlite file: miners, inflight, jobs, receipts, key, port."""
+"""State survives a stop/start on the same sqlite file: miners, inflight, jobs, receipts, key,
+port."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ async def test_restart_keeps_state(tmp_path: Path, dialect: Dialect) -> None:
     async with second:
         assert (second.port, second.public_key_id, second.miners, second.jobs) == before
         assert second.miners[miner.id]["inflight"] == 1
-        assert [j["state"] for j in (second.jobs[done], second.jobs[running], second.jobs[queued])] == [
+        states = [j["state"]
+                  for j in (second.jobs[done], second.jobs[running], second.jobs[queued])]
+        assert states == [
             "COMPLETED", "RUNNING", "QUEUED",
         ]  # fmt: skip
         assert second.receipts == [receipt]

@@ -14,7 +14,8 @@ REGISTER = {"capabilities": {}, "concurrency": 1}
 
 
 async def _burst(http: httpx.AsyncClient, path: str, n: int) -> list[httpx.Response]:
-    return [await http.post(path, json=REGISTER, headers={"X-Api-Key": MINER_KEY}) for _ in range(n)]
+    return [await http.post(path, json=REGISTER, headers={"X-Api-Key": MINER_KEY})
+            for _ in range(n)]
 
 
 async def test_2026_08_defaults_are_on_and_2026_01_has_none() -> None:
@@ -33,7 +34,8 @@ async def test_2026_08_defaults_are_on_and_2026_01_has_none() -> None:
 
 async def test_scale_and_disable() -> None:
     scaled = Devnet(V08, rate_limit_scale=0.1)
-    assert scaled.limiter.limits["register"] == (5, 60.0) and scaled.limiter.limits["poll"] == (10, 60.0)
+    assert scaled.limiter.limits["register"] == (5, 60.0)
+    assert scaled.limiter.limits["poll"] == (10, 60.0)
     assert Devnet(V08, rate_limits=False).limiter.limits == {}
 
 
@@ -60,7 +62,9 @@ async def test_small_window_burst_then_reopen(dialect: Dialect) -> None:
 async def test_limits_are_per_client_ip() -> None:
     async with Devnet(V08, miner_keys=[MINER_KEY], rate_limits={"register": (2, 60.0)}) as devnet:
         async with httpx.AsyncClient(base_url=devnet.api_url) as first:
-            assert [r.status_code for r in await _burst(first, "/miners/register", 3)] == [200, 200, 429]
+            codes = [r.status_code for r in await _burst(first, "/miners/register", 3)]
+            assert codes == [200, 200, 429]
         transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
         async with httpx.AsyncClient(base_url=devnet.api_url, transport=transport) as second:
-            assert [r.status_code for r in await _burst(second, "/miners/register", 2)] == [200, 200]
+            codes = [r.status_code for r in await _burst(second, "/miners/register", 2)]
+            assert codes == [200, 200]

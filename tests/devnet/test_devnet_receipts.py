@@ -18,12 +18,15 @@ async def _run(devnet: Devnet, miner: MinerClient, result: dict, metrics: dict) 
     await miner.register()
     job = await devnet.submit_job(PAYLOAD, {"models": None})
     assert (await miner.poll()).status_code == 200
-    response = await miner.post(f"/miners/{job['job_id']}/result", {"result": result, "metrics": metrics})
+    response = await miner.post(f"/miners/{job['job_id']}/result",
+                                {"result": result, "metrics": metrics})
     assert response.status_code == 200 and response.json()["status"] == "ok"
     return dict(response.json()["receipt"])
 
 
-async def test_receipt_fields_and_signature(devnet: Devnet, miner: MinerClient, clock: FakeClock) -> None:
+async def test_receipt_fields_and_signature(
+    devnet: Devnet, miner: MinerClient, clock: FakeClock
+) -> None:
     start = clock.now()
     receipt = await _run(devnet, miner, {"output": "x"}, {"duration_ms": 2500})
     Receipt.model_validate(receipt)
@@ -42,7 +45,9 @@ async def test_receipt_fields_and_signature(devnet: Devnet, miner: MinerClient, 
 
 
 @pytest.mark.parametrize("dialect", [V08])
-async def test_post_signing_keys_are_outside_the_signature(devnet: Devnet, miner: MinerClient) -> None:
+async def test_post_signing_keys_are_outside_the_signature(
+    devnet: Devnet, miner: MinerClient
+) -> None:
     receipt = await _run(devnet, miner, {"output": "x"}, {"duration_ms": 1000})
     assert receipt["zk_status"] == "not_requested" and receipt["tee_status"] == "not_requested"
     receipt["zk_status"] = "verified"  # post-signing: changing it must not break the signature
@@ -88,7 +93,8 @@ async def test_missing_duration_is_filled_on_2026_01_only(
 
 
 async def test_receipt_signing_off_answers_null(dialect: Dialect) -> None:
-    async with Devnet(dialect, miner_keys=[MINER_KEY], receipt_signing=False, rate_limits=False) as devnet:
+    async with Devnet(dialect, miner_keys=[MINER_KEY], receipt_signing=False,
+                      rate_limits=False) as devnet:
         assert devnet.public_key_id is None
         async with httpx.AsyncClient(base_url=devnet.api_url) as http:
             miner = MinerClient(http, devnet, "rig-1")
@@ -98,9 +104,11 @@ async def test_receipt_signing_off_answers_null(dialect: Dialect) -> None:
             response = await miner.result(job["job_id"])
             assert response.json() == {"status": "ok", "receipt": None}
             assert devnet.jobs[job["job_id"]]["result_calls"] == 1
-            result = await http.get(f"/jobs/{job['job_id']}/result", headers=devnet.client_headers())
+            result = await http.get(f"/jobs/{job['job_id']}/result",
+                                    headers=devnet.client_headers())
             assert result.json() == {"result": {"output": "ok"}, "receipt": None}
-            missing = await http.get(f"/jobs/{job['job_id']}/receipt", headers=devnet.client_headers())
+            missing = await http.get(f"/jobs/{job['job_id']}/receipt",
+                                     headers=devnet.client_headers())
             assert missing.status_code == 404
 
 

@@ -10,7 +10,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-
 from aitbc_miner.devnet import DEFAULT_MINER_KEYS, Devnet, Dialect
 from aitbc_miner.engine import Engine, SlotPool, SlotState, Tuning
 from aitbc_miner.gpu import Nvml, Sampler, gpu_slot_specs

@@ -136,7 +136,8 @@ class Proc:
         try:
             code = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} did not exit within {timeout}s:\n{self.tail()}")
+            raise AssertionError(
+                f"{self.name} did not exit within {timeout}s:\n{self.tail()}") from None
         for t in self._threads:
             t.join(5)
         return code

@@ -80,7 +80,8 @@ def test_a_second_termination_signal_cancels_running_jobs_then_exits_zero(
 
     # Then it cancels both jobs, reports them, and exits 0 well before they would end
     assert proc.wait_exit(timeout=15) == 0, proc.tail()
-    canceled = [ln for ln in proc.lines()[mark:] if event_is("job_finished", outcome="canceled")(ln)]
+    canceled = [ln for ln in proc.lines()[mark:]
+                if event_is("job_finished", outcome="canceled")(ln)]
     assert {ln["job_id"] for ln in canceled} == set(jobs)
     for job_id in jobs:
         view = devnet.job(job_id)

@@ -31,13 +31,15 @@ async def test_receipts_are_added_incrementally_and_capped() -> None:
         assert len(table) == MAX_ROWS and table.row(0).receipt_id == snap.receipts[0].receipt_id
         added, rebuilds = table.added_total, table.rebuilds
         newer = receipts(3, start=MAX_ROWS, now=T0 + 60)
-        engine.publish(dataclasses.replace(snap, seq=2, receipts=(newer + snap.receipts)[:MAX_ROWS]))
+        engine.publish(dataclasses.replace(snap, seq=2,
+                                           receipts=(newer + snap.receipts)[:MAX_ROWS]))
         await until(pilot, lambda: table.row(0).receipt_id == newer[0].receipt_id)
         assert table.added_total - added == 3  # only the new ones, not 10,000 rows again
         assert table.rebuilds == rebuilds
         assert len(table) == MAX_ROWS  # the oldest fell off
         assert table.row(MAX_ROWS - 1).receipt_id == snap.receipts[MAX_ROWS - 4].receipt_id
-        engine.publish(dataclasses.replace(snap, seq=3, receipts=(newer + snap.receipts)[:MAX_ROWS]))
+        engine.publish(dataclasses.replace(snap, seq=3,
+                                           receipts=(newer + snap.receipts)[:MAX_ROWS]))
         await pilot.pause()
         assert table.applied == 0
 
@@ -104,7 +106,8 @@ async def test_keys_stay_immediate_under_a_flood_from_a_stalling_source() -> Non
         seq = 2
         while not stop.is_set():
             jobs = tuple(dataclasses.replace(j, progress=(("pct", seq % 100),)) for j in base.jobs)
-            engine.publish(dataclasses.replace(base, seq=seq, jobs=jobs, mode=engine._snapshot.mode))
+            engine.publish(dataclasses.replace(base, seq=seq, jobs=jobs,
+                                               mode=engine._snapshot.mode))
             seq += 1
             pushed[0] += 1
             if seq % 500 == 0:

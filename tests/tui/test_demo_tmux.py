@@ -18,7 +18,8 @@ import pytest
 
 TMUX = shutil.which("tmux")
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install tmux)")]
+              pytest.mark.skipif(TMUX is None,
+                                 reason="tmux is not installed (apt-get install tmux)")]
 
 
 def miner_command() -> str:

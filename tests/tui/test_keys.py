@@ -8,7 +8,13 @@ from typing import Any
 
 from aitbc_miner.devnet import Devnet
 from aitbc_miner.engine import Mode
-from tui.screens import ConfirmScreen, HelpScreen, JobDetailsScreen, QuitScreen, ReceiptDetailsScreen
+from tui.screens import (
+    ConfirmScreen,
+    HelpScreen,
+    JobDetailsScreen,
+    QuitScreen,
+    ReceiptDetailsScreen,
+)
 from tui.widgets.events import EventLog
 
 from .conftest import screen_text, until, until_exited

@@ -99,7 +99,9 @@ def test_a_built_wheel_carries_the_themes(tmp_path: Path) -> None:
              "print(sorted(e.name for e in importlib.resources.files('tui.themes').iterdir()"
              " if e.name.endswith('.toml')));"
              "print(sorted(t.load_themes()))")
-    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); {probe}"],
-                         cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60).stdout
+    out = subprocess.run([sys.executable, "-I", "-c",
+                          f"import sys; sys.path.insert(0, {str(site)!r}); {probe}"],
+                         cwd=tmp_path, capture_output=True, text=True, check=True,
+                         timeout=60).stdout
     assert out.splitlines()[0].startswith(str(site))  # not the checkout
     assert "aitbc-dark.toml" in out and "'aitbc-ansi', 'aitbc-dark', 'aitbc-light'" in out

@@ -30,7 +30,8 @@ def earnings_lines(e: EarningsView) -> list[Content]:
             (f"{fmt.money(m.amount):>{amount_w}}", style), (f"  {m.jobs:>{jobs_w},}", "")))
     if e.failures_by_code:
         items = [f"{code} {n:,}" for code, n in e.failures_by_code]
-        lines.append(Content.assemble(("failed: ", "bold $warning"), (" · ".join(items), "$warning")))
+        lines.append(Content.assemble(("failed: ", "bold $warning"),
+                                      (" · ".join(items), "$warning")))
     else:
         lines.append(Content.styled("failed: none", "$foreground-muted"))
     if e.by_model:

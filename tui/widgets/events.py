@@ -102,7 +102,10 @@ class EventLog(RichLog):
     """The log lines themselves (the panel owns the filter and the subscription)."""
 
     DEFAULT_CSS = """
-    EventLog { height: 1fr; background: $surface; scrollbar-size-vertical: 1; padding: 0 1; overflow-y: auto; }
+    EventLog {
+        height: 1fr; background: $surface; scrollbar-size-vertical: 1; padding: 0 1;
+        overflow-y: auto;
+    }
     """
 
 
@@ -195,7 +198,8 @@ class EventsPanel(Vertical):
         self._title()
 
     def _title(self) -> None:
-        self.border_title = "Events" if self.filter.is_default else f"Events · {self.filter.describe()}"
+        self.border_title = ("Events" if self.filter.is_default
+                             else f"Events · {self.filter.describe()}")
         self.border_subtitle = "/ filter" if self.filter.is_default else "/ change filter"
 
     def set_filter(self, log_filter: LogFilter) -> None:

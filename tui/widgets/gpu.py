@@ -10,7 +10,7 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widgets import Static
 
-from aitbc_miner.engine.snapshot import GpuStatus, GpuView, Snapshot, SlotState
+from aitbc_miner.engine.snapshot import GpuStatus, GpuView, SlotState, Snapshot
 
 from .. import fmt
 
@@ -67,7 +67,8 @@ def _vram_parts(view: GpuView, bar_w: int) -> list[tuple[str, str]]:
     temp, temp_style = _temp(view)
     return [("VRAM ", ""), (fmt.bar(frac, bar_w), "$primary"),
             (f" {fmt.vram(view.memory_used_mb, view.memory_total_mb)}", ""),
-            ("  ", ""), (temp, temp_style), (f"  {fmt.watts(view.power_w, view.power_limit_w)}", "")]
+            ("  ", ""), (temp, temp_style),
+            (f"  {fmt.watts(view.power_w, view.power_limit_w)}", "")]
 
 
 def gpu_block(view: GpuView, snap: Snapshot, spark_w: int, tall: bool) -> list[Content]:

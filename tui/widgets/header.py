@@ -69,7 +69,8 @@ def problem(snap: Snapshot, compact: bool = False) -> list[tuple[str, str]]:
     parts: list[tuple[str, str]] = []
     if c.link is Link.AUTH_REFUSED:
         why = f" ({c.reason})" if c.reason else ""
-        text = "check the miner key" if compact else "the coordinator refused the miner key: check it"
+        text = ("check the miner key" if compact
+                else "the coordinator refused the miner key: check it")
         parts.append((text + why, "bold $error"))
     elif c.link is Link.BACKING_OFF:
         text = "why: " if compact else "coordinator unreachable: "
@@ -112,7 +113,8 @@ def slot_summary(snap: Snapshot) -> list[tuple[str, str]]:
         counts[slot.state.value] = counts.get(slot.state.value, 0) + 1
     parts: list[tuple[str, str]] = [(f"slots {len(snap.slots)}: ", "")]
     order = [("running", "running", "$success"), ("draining", "draining", "$warning"),
-             ("idle", "idle", ""), ("paused", "paused", "$warning"), ("lost", "LOST", "bold $error")]
+             ("idle", "idle", ""), ("paused", "paused", "$warning"),
+             ("lost", "LOST", "bold $error")]
     shown = [(counts[k], word, style) for k, word, style in order if counts.get(k)]
     if not shown:
         return [("no slots", "$error")]

@@ -47,7 +47,9 @@ class JobsTable(DataTable[Text]):
     """The jobs the miner holds now: running, waiting for a slot, or canceling."""
 
     DEFAULT_CSS = """
-    JobsTable { height: 1fr; min-height: 4; border: round $primary 40%; border-title-color: $primary; }
+    JobsTable {
+        height: 1fr; min-height: 4; border: round $primary 40%; border-title-color: $primary;
+    }
     JobsTable:focus { border: round $primary; }
     """
 

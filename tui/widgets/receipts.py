@@ -43,10 +43,14 @@ class ReceiptsTable(ScrollView, can_focus=True):
         scrollbar-size-vertical: 1; padding: 0 1;
     }
     ReceiptsTable:focus { border: round $primary; }
-    ReceiptsTable > .receipts-table--header { text-style: bold; color: $foreground; background: $panel; }
+    ReceiptsTable > .receipts-table--header {
+        text-style: bold; color: $foreground; background: $panel;
+    }
     ReceiptsTable > .receipts-table--cursor { background: $primary 35%; }
     ReceiptsTable:focus > .receipts-table--cursor { background: $primary 60%; text-style: bold; }
-    ReceiptsTable > .receipts-table--bad { color: $error; text-style: bold; background: $error 15%; }
+    ReceiptsTable > .receipts-table--bad {
+        color: $error; text-style: bold; background: $error 15%;
+    }
     ReceiptsTable > .receipts-table--ok { color: $success; }
     ReceiptsTable > .receipts-table--muted { color: $foreground 60%; }
     ReceiptsTable > .receipts-table--empty { color: $foreground 60%; text-style: italic; }

@@ -9,7 +9,7 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widgets import Static
 
-from aitbc_miner.engine.snapshot import Snapshot, SlotState, SlotView
+from aitbc_miner.engine.snapshot import SlotState, SlotView, Snapshot
 
 from .. import fmt
 from .gpu import slot_label

@@ -1,0 +1,22 @@
+"""The sources pass ``ruff check`` under the config in pyproject.toml."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ruff") is None,
+                    reason="ruff is not installed (pip install -e '.[test]')")
+def test_ruff_check_passes() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "aitbc_miner", "tui", "tests", "bench"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, f"ruff check failed:\n{proc.stdout}{proc.stderr}"
