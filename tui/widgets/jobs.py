@@ -21,7 +21,7 @@ from .gpu import slot_label
 
 COLUMNS = (("job", "job", 12), ("type", "type / model", 20), ("slot", "slot", 8),
            ("elapsed", "elapsed", 8), ("progress", "progress", 24), ("state", "state", 16))
-NARROW_WIDTHS = {"job": 8, "type": 14, "slot": 6, "elapsed": 7, "progress": 16, "state": 10}
+NARROW_WIDTHS = {"job": 8, "type": 13, "slot": 7, "elapsed": 7, "progress": 16, "state": 10}
 
 
 def job_cells(job: RunningJob, snap: Snapshot, now: float, palette: Palette,
