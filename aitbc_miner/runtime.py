@@ -32,6 +32,7 @@ from .runners.gpu_watch import TelemetryGpuSampler
 from .runners.ollama import DEFAULT_OLLAMA_URL, OllamaRunner
 from .runners.openai_compat import DEFAULT_OPENAI_URL, OpenAICompatRunner
 from .runners.python import PythonRunner
+from .sdnotify import Notifier, notify_systemd
 
 log = logging.getLogger("aitbc_miner.runtime")
 
@@ -153,12 +154,14 @@ class Host:
         self.engine = engine
         self.drain_grace_s = drain_grace_s
         self.control = ControlServer(engine, control_socket) if control_socket else None
+        self.notifier = Notifier()  # systemd's NOTIFY_SOCKET, if any
         self.exit_code = ExitCode.OK
         self._terms = 0
 
     def on_terminate(self) -> None:
         """First SIGTERM/SIGINT drains and exits; the second cancels running jobs."""
         self._terms += 1
+        self.notifier.send("STOPPING=1", "STATUS=draining, then exiting")
         if self._terms == 1:
             log.info("termination signal: draining, then exiting (send it again to cancel "
                      "running jobs)")
@@ -183,6 +186,8 @@ class Host:
                 loop.add_signal_handler(sig, self.on_terminate)
                 installed.append(sig)
         watcher = asyncio.create_task(self._watch_auth())
+        systemd = asyncio.create_task(notify_systemd(
+            self.engine, self.notifier, self.engine.core.tuning.heartbeat_interval_s))
         if self.control is not None:
             await self.control.start()
         engine_task = asyncio.create_task(self.engine.run(), name="engine")
@@ -194,6 +199,8 @@ class Host:
             await engine_task
         finally:
             watcher.cancel()
+            systemd.cancel()
+            self.notifier.close()
             if self.control is not None:
                 await self.control.stop()
             for sig in installed:

@@ -1,0 +1,64 @@
+"""systemd notify: READY after registration, WATCHDOG only while healthy, STOPPING on TERM."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+from pathlib import Path
+
+from aitbc_miner.devnet import Devnet
+from aitbc_miner.engine import Link
+from aitbc_miner.runtime import Host
+from aitbc_miner.sdnotify import healthy
+
+
+async def _datagrams(sock: socket.socket, until: str, timeout: float = 15.0) -> list[str]:
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    async with asyncio.timeout(timeout):
+        while not any(until in m for m in seen):
+            data = await loop.sock_recv(sock, 4096)
+            seen.append(data.decode())
+    return seen
+
+
+async def test_systemd_hears_ready_watchdog_and_stopping(devnet: Devnet, make_engine,
+                                                         tmp_path: Path, monkeypatch) -> None:
+    # Given a notify socket like systemd's, and a miner hosted as the CLI hosts it
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    engine = make_engine(devnet.url)
+    host = Host(engine, drain_grace_s=5.0)
+    run = asyncio.create_task(host.run(signals=False))
+    try:
+        # When it registers and heartbeats
+        first = await _datagrams(sock, "WATCHDOG=1")
+        # ... and is told to terminate
+        host.on_terminate()
+        rest = await _datagrams(sock, "STOPPING=1")
+        async with asyncio.timeout(15):
+            assert await run == 0
+    finally:
+        sock.close()
+    # Then READY came first, the watchdog was fed, and systemd knew it was stopping
+    assert first[0].startswith("READY=1")
+    assert any(m == "WATCHDOG=1" for m in first)
+    assert any(m.startswith("STOPPING=1") for m in rest)
+
+
+def test_the_watchdog_is_fed_only_within_two_heartbeat_intervals(devnet: Devnet, make_engine
+                                                                  ) -> None:
+    snap = make_engine(devnet.url).snapshot()
+    registered = dataclasses.replace(
+        snap, connection=dataclasses.replace(snap.connection, link=Link.REGISTERED,
+                                             last_heartbeat_at=100.0))
+    assert healthy(registered, heartbeat_interval_s=15, now=129.0)
+    assert not healthy(registered, heartbeat_interval_s=15, now=131.0)
+    backing_off = dataclasses.replace(
+        registered, connection=dataclasses.replace(registered.connection,
+                                                   link=Link.BACKING_OFF))
+    assert not healthy(backing_off, heartbeat_interval_s=15, now=101.0)
