@@ -1,10 +1,10 @@
 """systemd's notify protocol, so a ``Type=notify`` unit knows when the miner is ready,
 whether it is alive, and when it is stopping.
 
-``READY=1`` once registered; ``WATCHDOG=1`` only while the coordinator answered a
-heartbeat within two heartbeat intervals (so a miner that is stuck, or cut off for long,
-is restarted by systemd rather than reported alive); ``STOPPING=1`` when a termination
-signal starts the drain; ``STATUS=`` says what it does. Without ``NOTIFY_SOCKET`` (not
+``READY=1`` once registered; ``WATCHDOG=1`` only while the session loop does its job
+(heartbeats answered within two intervals, or retries on schedule during an outage), so
+a stuck miner is restarted by systemd rather than reported alive; ``STOPPING=1`` when a
+termination signal starts the drain; ``STATUS=`` says what it does. Without ``NOTIFY_SOCKET`` (not
 under systemd) nothing is sent.
 """
 
@@ -43,11 +43,21 @@ class Notifier:
             self._sock = None
 
 
-def healthy(snap: Snapshot, heartbeat_interval_s: float, now: float) -> bool:
-    """Registered, and the last heartbeat answered within two intervals."""
-    beat = snap.connection.last_heartbeat_at
-    return (snap.connection.link is Link.REGISTERED and beat is not None
-            and now - beat <= 2 * heartbeat_interval_s)
+def alive(snap: Snapshot, heartbeat_interval_s: float, now: float) -> bool:
+    """Whether the session loop is doing its job: the coordinator answered a heartbeat
+    within two intervals, or, during an outage, the loop is retrying on schedule.
+
+    An outage alone must not get the miner restarted: that would interrupt running jobs
+    whose outcomes the outbox could still deliver once the coordinator is back. A loop
+    that stopped making attempts is what the watchdog is for.
+    """
+    c = snap.connection
+    window = 2 * heartbeat_interval_s
+    if c.link is Link.REGISTERED:
+        return c.last_heartbeat_at is not None and now - c.last_heartbeat_at <= window
+    if c.link is Link.BACKING_OFF:
+        return c.backoff_until is not None and now - c.backoff_until <= window
+    return False
 
 
 async def notify_systemd(engine: Engine, notifier: Notifier, heartbeat_interval_s: float) -> None:
@@ -62,7 +72,7 @@ async def notify_systemd(engine: Engine, notifier: Notifier, heartbeat_interval_
         if not ready and snap.connection.link is Link.REGISTERED:
             notifier.send("READY=1", f"STATUS=registered as {snap.miner_id}")
             ready = True
-        if healthy(snap, heartbeat_interval_s, snap.at):
+        if alive(snap, heartbeat_interval_s, snap.at):
             notifier.send("WATCHDOG=1")
         now_status = f"{snap.mode.value}, {snap.running} running, outbox {snap.outbox}"
         if ready and now_status != status:
