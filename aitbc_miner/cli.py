@@ -158,7 +158,8 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
         _log_to_file(settings.paths.effective_state_dir, settings.log.level, key)
     engine = build_engine(settings, exit_when_drained=args.exit_when_drained)
     host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s,
-                control_socket=control_socket_path(settings))
+                control_socket=control_socket_path(settings),
+                metrics_address=settings.metrics.address)
     ui = None if headless else _console(args.theme, settings.console.theme)
     try:
         return asyncio.run(host.run(ui))

@@ -23,6 +23,7 @@ from .engine import Engine, SlotPool, Tuning
 from .engine.snapshot import AuthRefusedEvent
 from .gpu import GpuSlotSpec, Nvml, Sampler, gpu_slot_specs, simulated_nvml
 from .logs import add_static_field
+from .metrics import MetricsServer
 from .runners import Runner, RunnerRegistry
 from .runners.allowlist import Allowlist
 from .runners.base import SlotKind
@@ -150,10 +151,12 @@ class Host:
     """Runs an engine to completion and decides the process's exit code."""
 
     def __init__(self, engine: Engine, *, drain_grace_s: float,
-                 control_socket: Path | None = None) -> None:
+                 control_socket: Path | None = None,
+                 metrics_address: tuple[str, int] | None = None) -> None:
         self.engine = engine
         self.drain_grace_s = drain_grace_s
         self.control = ControlServer(engine, control_socket) if control_socket else None
+        self.metrics = MetricsServer(engine, *metrics_address) if metrics_address else None
         self.notifier = Notifier()  # systemd's NOTIFY_SOCKET, if any
         self.exit_code = ExitCode.OK
         self._terms = 0
@@ -190,6 +193,8 @@ class Host:
             self.engine, self.notifier, self.engine.core.tuning.heartbeat_interval_s))
         if self.control is not None:
             await self.control.start()
+        if self.metrics is not None:
+            await self.metrics.start()
         engine_task = asyncio.create_task(self.engine.run(), name="engine")
         try:
             if ui is not None:
@@ -203,6 +208,8 @@ class Host:
             self.notifier.close()
             if self.control is not None:
                 await self.control.stop()
+            if self.metrics is not None:
+                await self.metrics.stop()
             for sig in installed:
                 loop.remove_signal_handler(sig)
         return self.exit_code

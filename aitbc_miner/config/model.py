@@ -297,13 +297,36 @@ class InferenceSettings(_Section):
     api_key: SecretStr | None = _doc(None, "OpenAI backend: bearer key, if the server wants one")
 
 
+class MetricsSettings(_Section):
+    listen: str | None = _doc(
+        None, "host:port for Prometheus metrics at /metrics (unset = off; no auth: keep it "
+        "on loopback or a private network)")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"must be host:port, got {value!r}")
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class ConsoleSettings(_Section):
     theme: str = _doc("aitbc-dark", "Console colour theme", min_length=1)
 
 
 _SECTIONS = frozenset(
     {"coordinator", "miner", "poll", "slots", "gpu", "inference", "runners", "jobs",
-     "workspace", "paths", "log", "console"}
+     "workspace", "paths", "log", "metrics", "console"}
 )
 
 
@@ -328,6 +351,7 @@ class Settings(BaseSettings):
     workspace: WorkspaceSettings = _doc(WorkspaceSettings, "Retention of job folders")
     paths: PathSettings = _doc(PathSettings, "Where state and job data live")
     log: LogSettings = _doc(LogSettings, "Logging")
+    metrics: MetricsSettings = _doc(MetricsSettings, "Prometheus metrics endpoint")
     console: ConsoleSettings = _doc(ConsoleSettings, "Operator console")
 
     # Where the values came from, for render_effective (not settings themselves).
