@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     receipts.add_argument("--output", type=Path, metavar="FILE", help="write here, not stdout")
     earnings = sub.add_parser("earnings", help="earnings summary from the local journal")
     earnings.add_argument("--format", choices=["table", "json"], default="table")
+    attach = sub.add_parser("attach", help="open the console on a running (headless) miner")
+    attach.add_argument("--read-only", action="store_true", help="watch only; keys do nothing")
     ctl = sub.add_parser("ctl", help="control a running miner through its socket")
     ctl.add_argument("action", choices=COMMANDS)
     ctl.add_argument("job_id", nargs="?", help="the job to cancel")
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(render_effective(_settings(args)), end="")
             return ExitCode.OK
+        if args.command == "attach":
+            return _attach(args)
         if args.command == "ctl":
             if args.action == "cancel" and not args.job_id:
                 print("aitbc-miner ctl cancel: name the job to cancel", file=sys.stderr)
@@ -131,6 +135,32 @@ def _report(args: argparse.Namespace) -> int:
         args.output.write_text(text, encoding="utf-8")
     else:
         print(text, end="")
+    return ExitCode.OK
+
+
+def _attach(args: argparse.Namespace) -> int:
+    """The console over a running miner's control socket; quitting leaves it running."""
+    from .remote import AgentUnreachable, RemoteEngine
+
+    settings = _settings(args)
+    _log_to_file(settings.paths.effective_state_dir, settings.log.level)
+
+    async def attached() -> None:
+        from tui.app import MinerConsole
+
+        remote = RemoteEngine(control_socket_path(settings), read_only=args.read_only)
+        await remote.connect()
+        try:
+            await MinerConsole(remote, theme=args.theme,
+                               default_theme=settings.console.theme).run_async()
+        finally:
+            await remote.close()
+
+    try:
+        asyncio.run(attached())
+    except AgentUnreachable as exc:
+        print(str(exc), file=sys.stderr)
+        return ExitCode.FATAL
     return ExitCode.OK
 
 

@@ -8,7 +8,9 @@ since whoever can write to it can cancel jobs.
 Routes (HTTP over the Unix socket, JSON bodies)::
 
     GET  /snapshot              the current Snapshot
-    GET  /events                NDJSON stream of events, one per line
+    GET  /snapshots             NDJSON stream: the current Snapshot, then each published one
+    GET  /events                NDJSON stream of events (the recent ones first)
+    GET  /receipts/{id}         a stored receipt as the coordinator signed it
     POST /pause | /resume | /undrain
     POST /drain                 {"exit_when_drained": bool}
     POST /cancel/{job_id}       404 when the miner does not hold the job
@@ -16,35 +18,18 @@ Routes (HTTP over the Unix socket, JSON bodies)::
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import json
 import os
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from .engine import Engine
+from .engine import Engine, Snapshot
+from .engine.codec import to_jsonable
 
 SOCKET_NAME = "control.sock"
-
-
-def to_jsonable(value: Any) -> Any:
-    """Snapshots and events (frozen dataclasses, enums, tuples) as plain JSON values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        data = {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        name = getattr(type(value), "name", None)
-        if isinstance(name, str) and "name" not in data:
-            data["event"] = name  # events carry their stable name
-        return data
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    return value
 
 
 class ControlServer:
@@ -56,7 +41,9 @@ class ControlServer:
     def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/snapshot", self._snapshot)
+        app.router.add_get("/snapshots", self._snapshots)
         app.router.add_get("/events", self._events)
+        app.router.add_get("/receipts/{receipt_id}", self._receipt)
         app.router.add_post("/pause", self._command(lambda e, _b: e.pause()))
         app.router.add_post("/resume", self._command(lambda e, _b: e.resume()))
         app.router.add_post("/undrain", self._command(lambda e, _b: e.undrain()))
@@ -71,7 +58,10 @@ class ControlServer:
         os.chmod(folder, 0o700)
         if self.path.is_socket():
             self.path.unlink()  # left by a miner that was killed
-        self._runner = web.AppRunner(self._app(), handle_signals=False)
+        # A viewer that disconnects cancels its stream handler (else it would wait forever
+        # for the next snapshot or event, and hold up stop()).
+        self._runner = web.AppRunner(self._app(), handle_signals=False,
+                                     handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()
         old_umask = os.umask(0o177)  # the socket is born 0600: no window where others may connect
         try:
@@ -87,6 +77,35 @@ class ControlServer:
 
     async def _snapshot(self, _request: web.Request) -> web.Response:
         return web.json_response(to_jsonable(self.engine.snapshot()))
+
+    async def _snapshots(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        latest: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize=1)  # a slow viewer skips
+
+        def on_snapshot(snapshot: Snapshot) -> None:
+            if latest.full():
+                latest.get_nowait()
+            latest.put_nowait(snapshot)
+
+        remove = self.engine.add_listener(on_snapshot)
+        try:
+            snapshot = self.engine.snapshot()
+            while True:
+                line = json.dumps(to_jsonable(snapshot), separators=(",", ":"))
+                await response.write(line.encode() + b"\n")
+                snapshot = await latest.get()
+        except ConnectionResetError:
+            pass  # the viewer went away
+        finally:
+            remove()
+        return response
+
+    async def _receipt(self, request: web.Request) -> web.Response:
+        body = await self.engine.receipt_body(request.match_info["receipt_id"])
+        if body is None:
+            return web.json_response({"status": "unknown receipt"}, status=404)
+        return web.json_response(body)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})

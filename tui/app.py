@@ -310,8 +310,8 @@ class MinerConsole(App[None]):
         """Quit without losing a result: with jobs held, ask to drain, cancel, or stay."""
         snap = self.latest
         held = len(snap.jobs) if snap else 0
-        if held == 0:
-            self.exit()
+        if held == 0 or getattr(self.engine, "detached_quit", False):
+            self.exit()  # nothing to lose, or an attached viewer: the agent runs on
             return
 
         def answer(choice: str | None) -> None:
