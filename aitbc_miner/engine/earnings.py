@@ -4,11 +4,14 @@ loop) after receipts arrive, at most once per ``min_interval_s``."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from .. import ledger
 from .core import Core
 from .snapshot import EarningsView, Money
+
+log = logging.getLogger(__name__)
 
 
 def _money(total: ledger.Total) -> Money:
@@ -30,6 +33,11 @@ async def keep_earnings(core: Core, min_interval_s: float = 1.0) -> None:
     while True:
         await core.earnings_dirty.wait()
         core.earnings_dirty.clear()
-        core.earnings = await asyncio.to_thread(summarize_file, core.journal.path)
+        try:
+            core.earnings = await asyncio.to_thread(summarize_file, core.journal.path)
+        except Exception as exc:  # a view, never worth stopping the miner for
+            log.warning("cannot summarise the ledger: %s; trying again after the next receipt",
+                        exc)
+            core.set_loop("earnings", "ledger unreadable", f"{type(exc).__name__}: {exc}")
         core.changed()
         await asyncio.sleep(min_interval_s)

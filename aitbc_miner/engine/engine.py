@@ -341,7 +341,12 @@ class Engine:
     async def _retention(self) -> None:
         core = self.core
         while True:
-            await asyncio.to_thread(workspace.prune, core.workspace_root,
-                                    core.tuning.retention_jobs, core.tuning.retention_days,
-                                    set(core.held))
+            try:
+                await asyncio.to_thread(workspace.prune, core.workspace_root,
+                                        core.tuning.retention_jobs, core.tuning.retention_days,
+                                        set(core.held))
+            except OSError as exc:  # housekeeping: say so, try again later
+                log.warning("cannot prune job folders: %s; next try in %.0fs", exc,
+                            RETENTION_EVERY_S)
+                core.set_loop("retention", "prune failed", str(exc))
             await asyncio.sleep(RETENTION_EVERY_S)

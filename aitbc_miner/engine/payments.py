@@ -20,11 +20,14 @@ async def sync_payments(core: Core, interval_s: float = SYNC_EVERY_S) -> None:
             continue
         try:
             answer = await core.client.earnings()
+            if answer is None:
+                continue
+            await core.journal.record_payments(
+                (e.job_id, e.amount, e.payment_status) for e in answer.earnings_history)
         except CoordinatorError as exc:
             core.set_loop("payments", "waiting for the coordinator", str(exc))
             continue
-        if answer is None:
+        except Exception as exc:  # bookkeeping, never worth stopping the miner for
+            core.set_loop("payments", "sync failed", f"{type(exc).__name__}: {exc}")
             continue
-        await core.journal.record_payments(
-            (e.job_id, e.amount, e.payment_status) for e in answer.earnings_history)
         core.set_loop("payments", f"synced {len(answer.earnings_history)} payment record(s)")
