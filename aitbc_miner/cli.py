@@ -155,8 +155,9 @@ def _attach(args: argparse.Namespace) -> int:
         remote = RemoteEngine(control_socket_path(settings), read_only=args.read_only)
         await remote.connect()
         try:
-            await MinerConsole(remote, theme=args.theme,
-                               default_theme=settings.console.theme).run_async()
+            await MinerConsole(remote, theme=args.theme, default_theme=settings.console.theme,
+                               prefs_path=settings.paths.effective_state_dir / "console.json",
+                               ).run_async()
         finally:
             await remote.close()
 
@@ -168,17 +169,19 @@ def _attach(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _console(theme: str | None,
-             default_theme: str | None = None) -> Callable[[Engine], Awaitable[None]]:
+def _console(theme: str | None, default_theme: str | None = None,
+             state_dir: Path | None = None) -> Callable[[Engine], Awaitable[None]]:
     """The Textual console as a coroutine over an engine; imported only when used.
 
-    ``theme`` is ``--theme`` (wins over the one remembered from ``t``); ``default_theme``
-    is the config's, used when neither is set."""
+    ``theme`` is ``--theme`` (wins over the one remembered from ``t``, kept in
+    ``state_dir/console.json``); ``default_theme`` is the config's, used when neither is set."""
 
     async def run_console(engine: Engine) -> None:
         from tui.app import MinerConsole
 
-        await MinerConsole(engine, theme=theme, default_theme=default_theme).run_async()
+        extra = {"prefs_path": state_dir / "console.json"} if state_dir else {}
+        await MinerConsole(engine, theme=theme, default_theme=default_theme,
+                           **extra).run_async()
 
     return run_console
 
@@ -194,7 +197,8 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
     host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s,
                 control_socket=control_socket_path(settings),
                 metrics_address=settings.metrics.address)
-    ui = None if headless else _console(args.theme, settings.console.theme)
+    ui = None if headless else _console(args.theme, settings.console.theme,
+                                        settings.paths.effective_state_dir)
     try:
         return asyncio.run(host.run(ui))
     except Exception:  # last resort: one line, never the key (redacted), exit 1
