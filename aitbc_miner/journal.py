@@ -130,6 +130,7 @@ class ReceiptRecord:
     counted: bool
     duplicate: bool
     unit_type: str | None = None
+    body: dict[str, Any] | None = None  # the signed receipt, when the reader asked for it
 
 
 class Journal:

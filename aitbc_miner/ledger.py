@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .journal import ReceiptRecord
+
 DAY_S = 86400
 
 
@@ -137,27 +139,13 @@ def _grouped(
     return tuple((key, _total(values)) for key, values in items)
 
 
-@dataclass(frozen=True, slots=True)
-class ReceiptRow:
-    receipt_id: str
-    job_id: str
-    received_at: float
-    units: float | None
-    price: float | None
-    verdict: str
-    reason: str | None
-    counted: bool
-    duplicate: bool
-    body: dict[str, Any]
-
-
-def receipts(conn: sqlite3.Connection) -> list[ReceiptRow]:
-    """All stored receipts, newest first."""
+def receipts(conn: sqlite3.Connection) -> list[ReceiptRecord]:
+    """All stored receipts with their signed bodies, newest first."""
     rows = conn.execute(
         "SELECT receipt_id, job_id, received_at, units, price, verdict, reason, counted,"
-        " duplicate, body FROM receipts ORDER BY received_at DESC").fetchall()
-    return [ReceiptRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), bool(r[8]),
-                       json.loads(r[9])) for r in rows]
+        " duplicate, unit_type, body FROM receipts ORDER BY received_at DESC").fetchall()
+    return [ReceiptRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), bool(r[8]),
+                          r[9], json.loads(r[10])) for r in rows]
 
 
 def reported_units(conn: sqlite3.Connection, job_id: str) -> float | None:

@@ -27,9 +27,9 @@ def receipts_report(journal: Path, *, pinned_key: str | None, miner_id: str,
         rows = []
         for r in ledger.receipts(conn):
             providers = frozenset(p for p in (miner_id, miner_key) if p)
-            check = verify(r.body, pinned_key=pinned_key, job_id=r.job_id, providers=providers,
+            body = dict(r.body or {})
+            check = verify(body, pinned_key=pinned_key, job_id=r.job_id, providers=providers,
                            units=ledger.reported_units(conn, r.job_id))
-            body = dict(r.body)
             if miner_key and body.get("provider") == miner_key:
                 body["provider"] = "***"
             rows.append({

@@ -12,6 +12,9 @@ from typing import Any
 
 import httpx
 
+from ..codes import ErrorCode
+from .base import JobFailed
+
 log = logging.getLogger(__name__)
 
 DOWN_REFRESH_S = 5.0  # how often a backend that is down is probed (by default)
@@ -165,3 +168,18 @@ def error_text(response: httpx.Response, body: bytes) -> str:
 def looks_like_oom(message: str) -> bool:
     text = message.lower()
     return "out of memory" in text or "requires more system memory" in text or "oom" in text.split()
+
+
+def stream_object(text: str, sender: str) -> dict[str, Any]:
+    """One streamed chunk (an NDJSON line, an SSE event) as a JSON object; anything else
+    means the backend broke its protocol: ``E_BACKEND_UNAVAILABLE``, quoting the start.
+    ``sender`` reads like "ollama sent a line"."""
+    try:
+        chunk = json.loads(text)
+    except ValueError as exc:
+        raise JobFailed(ErrorCode.E_BACKEND_UNAVAILABLE,
+                        f"{sender} that is not JSON: {text[:80]!r}") from exc
+    if not isinstance(chunk, dict):
+        raise JobFailed(ErrorCode.E_BACKEND_UNAVAILABLE,
+                        f"{sender} that is not an object: {text[:80]!r}")
+    return chunk

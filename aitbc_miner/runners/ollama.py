@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -44,6 +43,7 @@ from .llm_backend import (
     HttpBackend,
     error_text,
     looks_like_oom,
+    stream_object,
 )
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
@@ -280,17 +280,7 @@ class OllamaRunner(HttpBackend):
 
 
 def _json_line(line: str) -> dict[str, Any] | None:
-    if not line.strip():
-        return None
-    try:
-        chunk = json.loads(line)
-    except ValueError as exc:
-        raise JobFailed(ErrorCode.E_BACKEND_UNAVAILABLE,
-                        f"ollama sent a line that is not JSON: {line[:80]!r}") from exc
-    if not isinstance(chunk, dict):
-        raise JobFailed(ErrorCode.E_BACKEND_UNAVAILABLE,
-                        f"ollama sent a line that is not an object: {line[:80]!r}")
-    return chunk
+    return stream_object(line, "ollama sent a line") if line.strip() else None
 
 
 def _stream_failure(message: str, model: str) -> JobFailed:

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
@@ -42,6 +41,7 @@ from .llm_backend import (
     HttpBackend,
     error_text,
     looks_like_oom,
+    stream_object,
 )
 
 DEFAULT_OPENAI_URL = "http://127.0.0.1:8000"
@@ -277,12 +277,4 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[str]:
 
 
 def _json_event(data: str) -> dict[str, Any]:
-    try:
-        chunk = json.loads(data)
-    except ValueError as exc:
-        raise JobFailed(ErrorCode.E_BACKEND_UNAVAILABLE,
-                        f"the server sent an event that is not JSON: {data[:80]!r}") from exc
-    if not isinstance(chunk, dict):
-        raise JobFailed(ErrorCode.E_BACKEND_UNAVAILABLE,
-                        f"the server sent an event that is not an object: {data[:80]!r}")
-    return chunk
+    return stream_object(data, "the server sent an event")
