@@ -7,20 +7,51 @@ the console's ``GpuStatus``, and the GPU figures a job's metrics carry.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from aitbc_miner.devnet import DEFAULT_MINER_KEYS, Devnet, Dialect
 from aitbc_miner.engine import Engine, SlotPool, SlotState, Tuning
-from aitbc_miner.gpu import Nvml, Sampler, gpu_slot_specs
-from aitbc_miner.runners import RunnerRegistry
+from aitbc_miner.gpu import DriverState, Nvml, Sampler, gpu_slot_specs
+from aitbc_miner.runners import RunnerRegistry, RunOutput
+from aitbc_miner.runners.base import RunContext, SlotKind
 from aitbc_miner.runners.builtin import BuiltinRunner
 from tests.fakes.fake_pynvml import FakeGpu, FakeNvml
 
 from .conftest import Install
-from .test_gpu_engine import HoldingGpuRunner
 
 MINER = "rig-gpu"
+
+
+class HoldingGpuRunner:
+    """``gpu-hold`` jobs: note the device they were given, then wait for ``release``."""
+
+    name = "gpu-hold"
+    job_types = frozenset({"gpu-hold"})
+    slot_kind = SlotKind.GPU
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.devices: dict[str, str | None] = {}
+        self._started = asyncio.Condition()
+
+    async def wait_started(self, count: int) -> None:
+        async with self._started:
+            await self._started.wait_for(lambda: len(self.devices) >= count)
+
+    def available(self) -> bool:
+        return True
+
+    def capabilities(self) -> Mapping[str, Any]:
+        return {}
+
+    async def run(self, payload: Mapping[str, Any], ctx: RunContext) -> RunOutput:
+        async with self._started:
+            self.devices[ctx.job_id] = ctx.gpu_uuid
+            self._started.notify_all()
+        await self.release.wait()
+        return RunOutput({"status": "completed"})
 
 
 def engine_with_gpus(devnet: Devnet, tmp_path: Path, sampler: Sampler,
@@ -140,3 +171,78 @@ async def test_a_gpu_job_reports_its_mean_utilization_and_peak_vram(
     metrics = devnet.receipts[0]["metadata"]["metrics"]
     assert metrics["gpu_utilization"] == 50.0 and metrics["memory_peak"] == 9000
     assert devnet.receipts[0]["job_id"] == job["job_id"]
+
+
+async def test_a_gpu_lost_mid_run_fails_its_job_cleanly_while_the_other_gpu_keeps_working(
+        fake_nvml: Install, tmp_path: Path, run_engine: Any) -> None:
+    # Given a miner with two GPUs (one slot each) and a job holding each GPU
+    fake = fake_nvml(FakeNvml.with_gpus(2, name="NVIDIA L4"))
+    sampler = Sampler(Nvml(), interval_s=3600, process_every=1)  # the test takes the samples
+    runner = HoldingGpuRunner()
+    async with Devnet(Dialect.V2026_08, rate_limits=False) as devnet:
+        engine = engine_with_gpus(devnet, tmp_path, sampler, runner)
+        running = run_engine(engine)
+        ids = [(await devnet.submit_job({"type": "gpu-hold"}))["job_id"] for _ in range(2)]
+        async with asyncio.timeout(20):
+            await runner.wait_started(2)
+        snap = engine.snapshot()
+        on_slot = {j.slot_id: j.job_id for j in snap.jobs}
+        assert set(on_slot) == {"gpu:0", "gpu:1"}
+        assert runner.devices[on_slot["gpu:0"]] == fake.gpus[0].uuid  # its own device only
+
+        # When GPU 1 falls off the bus and the next sample sees it
+        fake.gpus[1].lose()
+        fake.gpus[0].util_gpu = 75
+        tele = await sampler.sample_once()
+
+        # Then its slot is lost and its job fails, once, with the reason
+        assert tele.gpu("1").lost and tele.gpu("0").sample.util_gpu_pct == 75  # type: ignore[union-attr]
+        snap = await engine.wait_until(lambda s: s.counters.delivered == 1, timeout=20)
+        lost_job = on_slot["gpu:1"]
+        assert {v.slot_id: v.state for v in snap.slots if v.kind == "gpu"} == {
+            "gpu:0": SlotState.RUNNING, "gpu:1": SlotState.LOST}
+        outcome = next(o for o in snap.recent if o.job_id == lost_job)
+        assert outcome.error_code == "E_GPU_LOST"
+        assert devnet.jobs[lost_job]["state"] == "FAILED"
+        assert "lost" in devnet.jobs[lost_job]["error"].lower()
+
+        # And GPU 0 keeps being sampled, its job finishes, and it takes the next job
+        fake.gpus[0].util_gpu = 25
+        tele = await sampler.sample_once()
+        assert tele.gpu("0").sample.util_gpu_pct == 25 and tele.gpu("1").lost  # type: ignore[union-attr]
+        runner.release.set()
+        later = (await devnet.submit_job({"type": "gpu-hold"}))["job_id"]
+        snap = await engine.wait_until(lambda s: s.counters.delivered == 3, timeout=20)
+        assert snap.counters.completed == 2
+        assert runner.devices[later] == fake.gpus[0].uuid
+        assert {devnet.jobs[i]["state"] for i in (on_slot["gpu:0"], later)} == {"COMPLETED"}
+        assert engine.core.pool.usable() == 2  # cpu:0 and gpu:0
+        await running.stop()
+    # The surviving job's metrics carry what its GPU did while we watched it
+    survivor = next(r for r in devnet.receipts if r["job_id"] == on_slot["gpu:0"])
+    assert "gpu_utilization" in survivor["metadata"]["metrics"]
+    assert ids == list(dict.fromkeys(ids))
+
+
+async def test_without_a_driver_cpu_jobs_run_and_gpu_jobs_are_refused(
+        fake_nvml: Install, tmp_path: Path, run_engine: Any) -> None:
+    # Given no NVIDIA driver at all
+    fake_nvml(FakeNvml.no_driver())
+    sampler = Sampler(Nvml())
+    tele = await sampler.sample_once()
+    assert tele.state is DriverState.NO_DRIVER
+    assert gpu_slot_specs(tele) == ()
+    runner = HoldingGpuRunner()
+    async with Devnet(Dialect.V2026_01, rate_limits=False) as devnet:
+        engine = engine_with_gpus(devnet, tmp_path, sampler, runner)
+        running = run_engine(engine)
+        # When a CPU job and a GPU job arrive
+        cpu_job = (await devnet.submit_job({"type": "sha256", "data": "x"}))["job_id"]
+        gpu_job = (await devnet.submit_job({"type": "gpu-hold"}))["job_id"]
+        snap = await engine.wait_until(lambda s: s.counters.delivered == 2, timeout=20)
+        await running.stop()
+    # Then the CPU job completes and the GPU job is refused as unsupported, not hung
+    assert snap.counters.completed == 1 and snap.counters.failed == 1
+    assert devnet.jobs[cpu_job]["state"] == "COMPLETED"
+    refused = next(o for o in snap.recent if o.job_id == gpu_job)
+    assert refused.error_code == "E_UNSUPPORTED" and runner.devices == {}
