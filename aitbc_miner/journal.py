@@ -396,14 +396,6 @@ class Journal:
         ) as cur:
             return [(r[0], r[1] or "") for r in await cur.fetchall()]
 
-    async def finished_job_ids(self) -> list[str]:
-        """Jobs no runner will touch again, oldest first (for workspace retention)."""
-        async with self._db.execute(
-            "SELECT job_id FROM jobs WHERE state NOT IN (?, ?) ORDER BY claimed_at",
-            (JobState.CLAIMED.value, JobState.RUNNING.value),
-        ) as cur:
-            return [r[0] for r in await cur.fetchall()]
-
     async def _select(self, where: str, params: tuple[Any, ...]) -> list[JobRecord]:
         sql = (
             "SELECT job_id, state, job_type, payload, constraints, slot, outcome, error_code,"

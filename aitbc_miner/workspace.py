@@ -1,4 +1,5 @@
-"""Per-job folders ``jobs/<job_id>/`` (job.json, log.txt, result.json) and their retention.
+"""Per-job folders ``jobs/<job_id>/`` (job.json, result.json; runners add their logs) and
+their retention.
 
 Everything here is plain blocking file I/O; the engine calls it through
 ``asyncio.to_thread`` so the event loop never waits on a disk.
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 SAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
-LOG_CAP_BYTES = 1 << 20  # a job's log.txt stops growing at 1 MiB
 
 
 def job_dir(root: Path, job_id: str) -> Path:
@@ -39,14 +39,6 @@ def write_outcome(root: Path, job_id: str, outcome: Mapping[str, Any]) -> None:
     tmp = path / "result.json.tmp"
     tmp.write_text(json.dumps(outcome, indent=2, default=str))
     tmp.replace(path / "result.json")
-
-
-def append_log(root: Path, job_id: str, line: str) -> None:
-    path = job_dir(root, job_id) / "log.txt"
-    if path.exists() and path.stat().st_size > LOG_CAP_BYTES:
-        return
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(line.rstrip("\n") + "\n")
 
 
 def prune(root: Path, keep_jobs: int, keep_days: float, active: Collection[str]) -> list[str]:

@@ -62,9 +62,6 @@ class SlotPool:
         """Slots that can take work: what we register as ``concurrency``."""
         return sum(1 for s in self._slots if not s.lost)
 
-    def busy(self) -> int:
-        return sum(1 for s in self._slots if s.job_id is not None)
-
     async def acquire(self, kind: SlotKind, job_id: str,
                       constraints: Mapping[str, Any] | None = None) -> Slot:
         """Wait for a free slot of ``kind`` that the job's ``constraints`` admit
@@ -89,12 +86,6 @@ class SlotPool:
 
     def release(self, slot: Slot) -> None:
         slot.job_id = None
-        self._wake()
-
-    def mark_lost(self, slot_id: str, lost: bool = True) -> None:
-        for slot in self._slots:
-            if slot.slot_id == slot_id:
-                slot.lost = lost
         self._wake()
 
     def mark_gpu_lost(self, gpu_uuid: str) -> list[str]:
