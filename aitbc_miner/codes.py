@@ -25,6 +25,8 @@ class ErrorCode(StrEnum):
     E_BACKEND_UNAVAILABLE = "E_BACKEND_UNAVAILABLE"
     E_MODEL_NOT_FOUND = "E_MODEL_NOT_FOUND"
     E_GPU_LOST = "E_GPU_LOST"
+    E_DISK = "E_DISK"
+    E_SANDBOX_UNAVAILABLE = "E_SANDBOX_UNAVAILABLE"
     E_INTERNAL = "E_INTERNAL"
 
 
@@ -43,6 +45,11 @@ ERROR_CODES: dict[ErrorCode, str] = {
         "a backend the job needs (inference server, artifact store) could not be reached"),
     ErrorCode.E_MODEL_NOT_FOUND: "the requested model is not available on this miner",
     ErrorCode.E_GPU_LOST: "the job's GPU fell off the bus while it ran",
+    ErrorCode.E_DISK: (
+        "the job went over its disk quota, or the miner could not write the job's files "
+        "(disk full, no descriptors, no permission)"),
+    ErrorCode.E_SANDBOX_UNAVAILABLE: (
+        "this host cannot build the job sandbox (bubblewrap or user namespaces missing)"),
     ErrorCode.E_INTERNAL: "a bug in the miner; the message says where",
 }
 
