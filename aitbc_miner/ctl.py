@@ -48,6 +48,8 @@ def _status(s: dict) -> str:
     c = s["connection"]
     lines = [f"{s['miner_id']} @ {c['url']}: {s['mode'].upper()}, link {c['link']}"
              + (f" ({c['reason']})" if c.get("reason") else "")]
+    if s.get("disk", {}).get("low"):
+        lines.append(f"  NOT CLAIMING: {s['disk']['reason']}")
     gpu = s.get("gpu", {})
     if gpu.get("simulated"):
         lines.append(f"  GPUs: SIMULATED ({len(gpu.get('gpus', []))}), no real GPU is used")

@@ -57,6 +57,7 @@ def tuning_from(settings: Settings) -> Tuning:
         pinned_key=settings.coordinator.public_key,
         retention_jobs=settings.workspace.retention_jobs,
         retention_days=settings.workspace.retention_days,
+        min_free_mb=settings.workspace.min_free_mb,
     )
 
 

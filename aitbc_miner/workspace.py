@@ -2,12 +2,16 @@
 their retention.
 
 Everything here is plain blocking file I/O; the engine calls it through
-``asyncio.to_thread`` so the event loop never waits on a disk.
+``asyncio.to_thread`` so the event loop never waits on a disk. A write that fails
+(``OSError``: disk full, no descriptors, no permission) removes what it half wrote and
+raises; the engine turns that into the job's failure (see docs/disk.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import time
@@ -29,7 +33,7 @@ def job_dir(root: Path, job_id: str) -> Path:
 def prepare(root: Path, job_id: str, job: Mapping[str, Any]) -> Path:
     path = job_dir(root, job_id)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (path / "job.json").write_text(json.dumps(job, indent=2, default=str))
+    _write_whole(path / "job.json", job)
     return path
 
 
@@ -37,8 +41,25 @@ def write_outcome(root: Path, job_id: str, outcome: Mapping[str, Any]) -> None:
     path = job_dir(root, job_id)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path / "result.json.tmp"
-    tmp.write_text(json.dumps(outcome, indent=2, default=str))
+    _write_whole(tmp, outcome)
     tmp.replace(path / "result.json")
+
+
+def _write_whole(file: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON; on failure leave no partial file behind (it would only hold
+    on to the space a full disk is short of)."""
+    try:
+        file.write_text(json.dumps(data, indent=2, default=str))
+    except OSError:
+        with contextlib.suppress(OSError):
+            file.unlink(missing_ok=True)
+        raise
+
+
+def free_bytes(root: Path) -> int:
+    """Bytes an unprivileged writer may still use on the file system holding ``root``."""
+    st = os.statvfs(root)
+    return st.f_bavail * st.f_frsize
 
 
 def prune(root: Path, keep_jobs: int, keep_days: float, active: Collection[str]) -> list[str]:

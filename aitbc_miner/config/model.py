@@ -245,6 +245,9 @@ class JobSettings(_Section):
 class WorkspaceSettings(_Section):
     retention_jobs: Int = _doc(200, "Keep the newest N finished job folders", ge=0)
     retention_days: Float = _doc(7.0, "Delete finished job folders older than this many days", ge=0)
+    min_free_mb: Float = _doc(
+        512.0, "Claim no job while the data disk has fewer free MB than this (0 = no floor)",
+        ge=0)
 
 
 class PathSettings(_Section):

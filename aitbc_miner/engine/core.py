@@ -28,6 +28,7 @@ from .slots import Slot, SlotPool
 from .snapshot import (
     ConnectionView,
     Counters,
+    DiskView,
     EarningsView,
     Event,
     GpuStatus,
@@ -97,6 +98,8 @@ class Tuning:
     retention_jobs: int = 200
     retention_days: float = 7.0
     flush_timeout_s: float = 10.0  # how long a stop waits for the outbox to empty
+    min_free_mb: float = 0.0  # data-disk floor: below it nothing is claimed (0: none)
+    disk_check_s: float = 5.0  # how often free space is measured
 
 
 class Core:
@@ -148,6 +151,7 @@ class Core:
         self.earnings = EarningsView()
         self.earnings_dirty = asyncio.Event()
         self.gpu = GpuStatus()
+        self.disk = DiskView()
         self.loops: dict[str, LoopView] = {}
         self.poll_interval_s = tuning.poll_min_s
         self.polls_in_flight = 0
@@ -156,6 +160,7 @@ class Core:
         self.wake_poll = asyncio.Event()
         self.wake_session = asyncio.Event()
         self.wake_outbox = asyncio.Event()
+        self.wake_disk = asyncio.Event()  # a job found the disk full: measure it now
         self.need_register = True
         self._seq = 0
         self._waiters: list[tuple[Callable[[Snapshot], bool], asyncio.Future[Snapshot]]] = []
@@ -181,7 +186,7 @@ class Core:
         """Whether the poller may claim work now."""
         return (
             self.started and not (self.paused or self.draining or self.stopping)
-            and self.link is not Link.AUTH_REFUSED
+            and self.link is not Link.AUTH_REFUSED and not self.disk.low
         )
 
     def capabilities_changed(self) -> None:
@@ -239,6 +244,7 @@ class Core:
             receipts=tuple(self.receipts),
             earnings=self.earnings,
             gpu=self.gpu,
+            disk=self.disk,
         )
 
     def changed(self) -> None:

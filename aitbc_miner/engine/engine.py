@@ -30,6 +30,7 @@ from ..runners import RunnerRegistry
 from ..runners.builtin import BuiltinRunner
 from .bus import SnapshotListener, Subscription
 from .core import Core, HeldJob, Tuning, payload_view
+from .disk import check_disk, watch_disk
 from .earnings import keep_earnings
 from .gpu import gpu_status
 from .jobrun import GPU_LOST_REASON, JobRun
@@ -204,6 +205,7 @@ class Engine:
         core.journal = await Journal.open(self._journal_path)
         try:
             await self._recover()
+            await check_disk(core)  # a full data disk claims nothing, even the first time
             for runner in self._backends("refresh"):  # the first registration lists models
                 await runner.refresh()
             core.started = True
@@ -215,6 +217,7 @@ class Engine:
                     tg.create_task(self.poller.run(), name="poll"),
                     tg.create_task(core.publish_snapshots(), name="publish"),
                     tg.create_task(self._retention(), name="retention"),
+                    tg.create_task(watch_disk(core), name="disk"),
                     tg.create_task(sync_payments(core), name="payments"),
                     tg.create_task(keep_earnings(core), name="earnings"),
                 ]

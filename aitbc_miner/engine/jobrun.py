@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,11 +19,14 @@ from ..codes import ErrorCode
 from ..journal import Outcome
 from ..runners.base import JobFailed, RunContext
 from .core import Core, HeldJob
+from .disk import write_failed
 from .slots import NoSlotOfKind
-from .snapshot import JobFinished, JobLogLine, JobStarted, OutcomeView
+from .snapshot import JobFinished, JobLogLine, JobStarted, OutcomeUnstaged, OutcomeView
 
 Enqueue = Any  # Callable[[str], None]; the outbox's enqueue
 GPU_LOST_REASON = "gpu lost"  # cancel reason of a job whose GPU fell off the bus: E_GPU_LOST
+
+log = logging.getLogger("aitbc_miner.engine")
 
 
 class JobRun:
@@ -59,9 +63,12 @@ class JobRun:
             core.emit(JobStarted(at=core.clock(), job_id=held.job_id, slot=slot.slot_id,
                                  message=f"job {held.job_id} ({held.job_type}) started on "
                                  f"{slot.slot_id}"))
-            folder = await asyncio.to_thread(
-                workspace.prepare, core.workspace_root, held.job_id,
-                {"job_id": held.job_id, "payload": payload, "constraints": constraints})
+            try:
+                folder = await asyncio.to_thread(
+                    workspace.prepare, core.workspace_root, held.job_id,
+                    {"job_id": held.job_id, "payload": payload, "constraints": constraints})
+            except OSError as exc:
+                raise write_failed(core, exc, "job.json") from exc
             ctx = RunContext(
                 job_id=held.job_id, slot_id=slot.slot_id, slot_kind=slot.kind, workspace=folder,
                 timeout_s=self.timeout_for(payload), constraints=constraints,
@@ -133,10 +140,28 @@ class JobRun:
     async def _commit(self, held: HeldJob, outcome: Outcome, endpoint: str,
                       body: dict[str, Any], code: ErrorCode | None, started: float | None) -> None:
         core = self.core
-        await core.journal.stage(held.job_id, outcome, endpoint, body, code)
-        await asyncio.to_thread(
-            workspace.write_outcome, core.workspace_root, held.job_id,
-            {"outcome": outcome.value, "endpoint": endpoint, "body": body})
+        try:
+            await asyncio.to_thread(
+                workspace.write_outcome, core.workspace_root, held.job_id,
+                {"outcome": outcome.value, "endpoint": endpoint, "body": body})
+        except OSError as exc:  # the job fails, never the engine (docs/disk.md)
+            failed = write_failed(core, exc, "result.json")
+            log.warning("job %s: %s; %s", held.job_id, failed.message,
+                        f"failing it with {failed.code.value}" if outcome is Outcome.COMPLETED
+                        else "its outcome is kept in the journal only",
+                        extra={"job_id": held.job_id})
+            if outcome is Outcome.COMPLETED:  # a result the miner cannot keep is not sent
+                outcome, endpoint, code = Outcome.FAILED, "fail", failed.code
+                body = {"error_code": failed.code.value, "error_message": failed.message,
+                        "metrics": body.get("metrics", {})}
+        try:
+            await core.journal.stage(held.job_id, outcome, endpoint, body, code)
+        except Exception as exc:  # the journal's own disk: the job stays claimed/running there
+            core.emit(OutcomeUnstaged(
+                at=core.clock(), job_id=held.job_id, error=f"{type(exc).__name__}: {exc}",
+                message=f"job {held.job_id}: the journal refused its outcome ({exc}); it is "
+                "reported E_INTERRUPTED on the next start"))
+            return
         duration = None if started is None else round(time.perf_counter() - started, 3)
         counter = {Outcome.COMPLETED: "completed", Outcome.CANCELED: "canceled"}.get(
             outcome, "failed")

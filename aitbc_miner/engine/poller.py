@@ -41,6 +41,8 @@ class Poller:
     def _blocked_by(self) -> str | None:
         """Why we may not poll now, or None."""
         core = self.core
+        if core.disk.low and core.disk.reason:
+            return core.disk.reason
         if not core.claiming:
             return f"not claiming ({core.mode.value})"
         if core.need_register or core.link is not Link.REGISTERED:

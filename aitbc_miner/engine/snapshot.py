@@ -138,6 +138,20 @@ class GpuStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class DiskView:
+    """Free space on the data disk (job folders) against the operator's floor.
+
+    ``low``: below the floor, so the miner claims nothing until space returns; ``reason``
+    says so in words for the console and ``ctl status``."""
+
+    path: str = ""
+    free_mb: float | None = None  # None until measured
+    floor_mb: float = 0.0  # 0: no floor
+    low: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiptView:
     receipt_id: str
     job_id: str
@@ -200,6 +214,7 @@ class Snapshot:
     receipts: tuple[ReceiptView, ...] = ()  # newest first, bounded
     earnings: EarningsView = EarningsView()
     gpu: GpuStatus = GpuStatus()
+    disk: DiskView = DiskView()
 
     @property
     def running(self) -> int:
@@ -283,6 +298,32 @@ class GpuLost(Event):
     gpu_index: str
     gpu_uuid: str
     jobs: tuple[str, ...] = ()  # failed with E_GPU_LOST
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiskFloorCrossed(Event):
+    """Free space on the data disk fell under the floor (``low``: claiming stops), or is
+    back over it (claiming resumes)."""
+
+    name: ClassVar[str] = "disk_floor"
+    low: bool
+    path: str
+    free_mb: float
+    floor_mb: float
+
+    def severity(self) -> str:
+        return "WARNING" if self.low else "INFO"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutcomeUnstaged(Event):
+    """The journal refused a job's outcome (its disk full, say): the job stays claimed or
+    running there, and the next start reports it ``E_INTERRUPTED``."""
+
+    name: ClassVar[str] = "outcome_unstaged"
+    level: ClassVar[str] = "ERROR"
+    job_id: str
+    error: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,7 +3,8 @@
 Line 1: the mode badge, the link (registered and heartbeat age, OFFLINE and when it
 retries, AUTH REFUSED), miner id @ coordinator, uptime and version. Line 2: what needs
 the operator, in colour and in words (why the link is down, a lost GPU), then slots,
-today's earnings, the outbox, poll cadence and claims in flight.
+today's earnings, the outbox, poll cadence and claims in flight. A data disk below its
+free-space floor shows on both: the badge says the miner is not claiming, line 2 why.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def mode_badge(snap: Snapshot, quitting: bool = False) -> tuple[str, str]:
     """The mode in words, and its style: ``RUNNING``, ``PAUSED``, ``DRAINING 2 left``."""
     held = len(snap.jobs)
     mode = snap.mode
+    if mode is Mode.RUNNING and snap.disk.low:
+        return " RUNNING · not claiming ", "bold $background on $warning"
     if mode is Mode.RUNNING:
         return " RUNNING ", "bold $background on $success"
     if mode is Mode.PAUSED:
@@ -78,6 +81,11 @@ def problem(snap: Snapshot, compact: bool = False) -> list[tuple[str, str]]:
     lost = [g for g in snap.gpu.gpus if g.state == "lost"]
     if lost:
         parts.append((", ".join(f"GPU {g.index} LOST" for g in lost), "bold $error"))
+    d = snap.disk
+    if d.low:
+        text = (f"DISK LOW {d.free_mb:g}/{d.floor_mb:g} MB" if compact
+                else f"data disk low: {d.free_mb:g} MB free, floor {d.floor_mb:g} MB")
+        parts.append((text, "bold $error"))
     return parts
 
 
