@@ -17,14 +17,17 @@ from pathlib import Path
 from . import __version__
 from .codes import ExitCode
 from .config import ConfigError, Settings, load_settings, render_effective
+from .control import read_only_socket_path
 from .ctl import COMMANDS, run_ctl
 from .engine import Engine
 from .logs import setup_logging
-from .runtime import Host, MissingKey, build_engine, control_socket_path
+from .runtime import Host, MissingKey, build_engine, control_access, control_socket_path
 
 log = logging.getLogger("aitbc_miner.cli")
 
 LOG_FILE = "aitbc-miner.log"  # where the console's logs go, in the state dir
+_SOCKET_HELP = ("the control socket to use (default: control.sock, or control.ro.sock with "
+                "--read-only, in control.socket_dir or the state dir)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,12 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     earnings = sub.add_parser("earnings", help="earnings summary from the local journal")
     earnings.add_argument("--format", choices=["table", "json"], default="table")
     attach = sub.add_parser("attach", help="open the console on a running (headless) miner")
-    attach.add_argument("--read-only", action="store_true", help="watch only; keys do nothing")
+    attach.add_argument("--read-only", action="store_true",
+                        help="watch only, through the read-only socket; keys do nothing")
+    attach.add_argument("--socket", type=Path, metavar="PATH", help=_SOCKET_HELP)
     ctl = sub.add_parser("ctl", help="control a running miner through its socket")
     ctl.add_argument("action", choices=COMMANDS)
     ctl.add_argument("job_id", nargs="?", help="the job to cancel")
     ctl.add_argument("--exit", action="store_true", help="drain: exit once drained")
     ctl.add_argument("--json", action="store_true", help="machine-readable output")
+    ctl.add_argument("--read-only", action="store_true",
+                     help="use the read-only socket (commands are refused there)")
+    ctl.add_argument("--socket", type=Path, metavar="PATH", help=_SOCKET_HELP)
     demo = sub.add_parser("demo", help="reference coordinator + feeder + miner on loopback")
     demo.add_argument("--dialect", choices=["2026-01", "2026-08"], default="2026-01")
     demo.add_argument("--slots", type=int, default=4, help="CPU slots (default 4)")
@@ -92,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.action == "cancel" and not args.job_id:
                 print("aitbc-miner ctl cancel: name the job to cancel", file=sys.stderr)
                 return ExitCode.CONFIG
-            return run_ctl(control_socket_path(_settings(args)), args.action, args.job_id,
-                           args.exit, args.json)
+            return run_ctl(socket_for(args), args.action, args.job_id, args.exit, args.json)
         if args.command in ("receipts", "earnings"):
             return _report(args)
         if args.command == "demo":
@@ -119,6 +126,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     if args.theme:
         overrides["console"] = {"theme": args.theme}
     return load_settings(args.config, overrides=overrides)
+
+
+def socket_for(args: argparse.Namespace, settings: Settings | None = None) -> Path:
+    """``--socket``, else the configured socket (the read-only one with ``--read-only``).
+    The config is not read when ``--socket`` names the socket: a service's config file
+    may be unreadable to the operator who reaches its socket."""
+    if args.socket is not None:
+        return Path(args.socket)
+    path = control_socket_path(settings or _settings(args))
+    return read_only_socket_path(path) if args.read_only else path
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -152,7 +169,7 @@ def _attach(args: argparse.Namespace) -> int:
     async def attached() -> None:
         from tui.app import MinerConsole
 
-        remote = RemoteEngine(control_socket_path(settings), read_only=args.read_only)
+        remote = RemoteEngine(socket_for(args, settings), read_only=args.read_only)
         await remote.connect()
         try:
             await MinerConsole(remote, theme=args.theme, default_theme=settings.console.theme,
@@ -196,6 +213,7 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
     engine = build_engine(settings, exit_when_drained=args.exit_when_drained)
     host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s,
                 control_socket=control_socket_path(settings),
+                control_access=control_access(settings),
                 metrics_address=settings.metrics.address)
     ui = None if headless else _console(args.theme, settings.console.theme,
                                         settings.paths.effective_state_dir)

@@ -15,22 +15,30 @@ COMMANDS = ("status", "pause", "resume", "drain", "undrain", "cancel", "events")
 
 def run_ctl(socket_path: Path, command: str, job_id: str | None = None,
             exit_when_drained: bool = False, as_json: bool = False) -> int:
-    if not socket_path.is_socket():
+    try:
+        found = socket_path.is_socket()
+    except PermissionError:  # a folder on the way is closed to this user
+        print(f"this user may not reach {socket_path} (see docs/control-socket.md)",
+              file=sys.stderr)
+        return ExitCode.FATAL
+    if not found:
         print(f"no miner is running here (no control socket at {socket_path})", file=sys.stderr)
         return ExitCode.FATAL
     transport = httpx.HTTPTransport(uds=str(socket_path))
     with httpx.Client(transport=transport, base_url="http://miner", timeout=10.0) as http:
         try:
             if command == "status":
-                snapshot = http.get("/snapshot").json()
-                print(json.dumps(snapshot, indent=2) if as_json else _status(snapshot))
-                return ExitCode.OK
-            if command == "events":
+                response = http.get("/snapshot")
+                if response.status_code == 200:
+                    snapshot = response.json()
+                    print(json.dumps(snapshot, indent=2) if as_json else _status(snapshot))
+                    return ExitCode.OK
+            elif command == "events":
                 with http.stream("GET", "/events", timeout=None) as response:
                     for line in response.iter_lines():
                         print(line, flush=True)
-                return ExitCode.OK
-            if command == "cancel":
+                return ExitCode.OK if response.status_code == 200 else ExitCode.FATAL
+            elif command == "cancel":
                 response = http.post(f"/cancel/{job_id}")
             elif command == "drain":
                 response = http.post("/drain", json={"exit_when_drained": exit_when_drained})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import httpx
 
 from .codes import ExitCode
 from .config import Settings
-from .control import SOCKET_NAME, ControlServer
+from .control import SOCKET_NAME, ControlAccess, ControlServer
 from .engine import Engine, SlotPool, Tuning
 from .engine.snapshot import AuthRefusedEvent
 from .gpu import GpuSlotSpec, Nvml, Sampler, gpu_slot_specs, simulated_nvml
@@ -153,10 +154,12 @@ class Host:
 
     def __init__(self, engine: Engine, *, drain_grace_s: float,
                  control_socket: Path | None = None,
+                 control_access: ControlAccess | None = None,
                  metrics_address: tuple[str, int] | None = None) -> None:
         self.engine = engine
         self.drain_grace_s = drain_grace_s
-        self.control = ControlServer(engine, control_socket) if control_socket else None
+        self.control = (ControlServer(engine, control_socket, control_access)
+                        if control_socket else None)
         self.metrics = MetricsServer(engine, *metrics_address) if metrics_address else None
         self.notifier = Notifier()  # systemd's NOTIFY_SOCKET, if any
         self.exit_code = ExitCode.OK
@@ -183,6 +186,7 @@ class Host:
     async def run(self, ui: Callable[[Engine], Awaitable[None]] | None = None,
                   signals: bool = True) -> ExitCode:
         """Run the engine (and ``ui`` beside it on the same loop) until both are done."""
+        raise_open_files_limit()
         loop = asyncio.get_running_loop()
         installed = []
         if signals:
@@ -217,7 +221,32 @@ class Host:
 
 
 def control_socket_path(settings: Settings) -> Path:
-    return settings.paths.effective_state_dir / SOCKET_NAME
+    """The command socket; the read-only one, ``control.ro.sock``, lies beside it."""
+    return (settings.control.socket_dir or settings.paths.effective_state_dir) / SOCKET_NAME
+
+
+def control_access(settings: Settings) -> ControlAccess:
+    c = settings.control
+    return ControlAccess(operator_gid=c.operator_gid, viewer_gid=c.viewer_gid,
+                         max_connections=c.max_connections)
+
+
+def raise_open_files_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit, so that viewers, jobs' pipes and the
+    journal never run the agent out of descriptors at a distro's low default (1024).
+    Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20  # fs.nr_open's default
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open files limit from %d to %d: %s",
+                        soft, target, exc)
+            return soft
+        log.debug("open files limit raised from %d to %d", soft, target)
+        return target
+    return soft
 
 
 def ensure_private_dir(path: Path) -> None:

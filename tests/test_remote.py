@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
-from aitbc_miner.control import ControlServer
+from aitbc_miner.cli import build_parser, socket_for
+from aitbc_miner.config import load_settings
+from aitbc_miner.control import ControlServer, read_only_socket_path
 from aitbc_miner.devnet import Devnet
 from aitbc_miner.engine import Mode
 from aitbc_miner.remote import RemoteEngine
@@ -17,6 +20,17 @@ async def _served(engine, tmp_path: Path) -> tuple[ControlServer, Path]:
     server = ControlServer(engine, path)
     await server.start()
     return server, path
+
+
+async def _serving_a_job(devnet: Devnet, make_engine, run_engine,
+                         tmp_path: Path) -> tuple[Any, ControlServer, Path]:
+    """A running miner holding a sleeping job, served on its control sockets."""
+    await devnet.submit_job({"type": "sleep", "seconds": 30})
+    engine = make_engine(devnet.url, cpu=1)
+    server, path = await _served(engine, tmp_path)
+    run_engine(engine)
+    await engine.wait_until(lambda s: s.running == 1, timeout=10)
+    return engine, server, path
 
 
 async def test_a_remote_engine_follows_and_steers_the_agent(
@@ -59,11 +73,7 @@ async def test_a_remote_engine_follows_and_steers_the_agent(
 async def test_quitting_an_attached_console_leaves_the_agent_running(
         devnet: Devnet, make_engine, run_engine, tmp_path: Path) -> None:
     # Given a console attached to a miner that holds a job
-    await devnet.submit_job({"type": "sleep", "seconds": 30})
-    engine = make_engine(devnet.url, cpu=1)
-    server, path = await _served(engine, tmp_path)
-    run_engine(engine)
-    await engine.wait_until(lambda s: s.running == 1, timeout=10)
+    engine, server, path = await _serving_a_job(devnet, make_engine, run_engine, tmp_path)
     remote = RemoteEngine(path)
     await remote.connect()
     app = MinerConsole(remote, prefs_path=tmp_path / "console.json")
@@ -80,3 +90,33 @@ async def test_quitting_an_attached_console_leaves_the_agent_running(
     # Then the console is gone, but the agent still runs its job, undrained
     snap = engine.snapshot()
     assert snap.mode is Mode.PAUSED and snap.running == 1, snap.recent
+
+
+async def test_a_console_on_the_read_only_socket_cannot_steer_even_if_it_tries(
+        devnet: Devnet, make_engine, run_engine, tmp_path: Path) -> None:
+    # Given a running miner, and a viewer attached to its read-only socket that does not
+    # hold itself back (a client that ignores --read-only)
+    engine, server, path = await _serving_a_job(devnet, make_engine, run_engine, tmp_path)
+    rogue = RemoteEngine(read_only_socket_path(path))
+    await rogue.connect()
+    try:
+        # When it pauses and cancels every job
+        rogue.pause()
+        assert rogue.cancel_all() == 1  # posted...
+    finally:
+        await rogue.close()  # ... and answered
+        await server.stop()
+    # Then the agent refused both: it still runs its job, unpaused
+    snap = engine.snapshot()
+    assert snap.mode is Mode.RUNNING and snap.running == 1
+
+
+def test_attach_and_ctl_use_the_read_only_socket_when_asked(tmp_path: Path) -> None:
+    settings = load_settings(None, overrides={"paths": {"state_dir": str(tmp_path)}}, env={})
+    parse = build_parser().parse_args
+    assert socket_for(parse(["attach"]), settings) == tmp_path / "control.sock"
+    assert socket_for(parse(["attach", "--read-only"]), settings) == tmp_path / "control.ro.sock"
+    assert socket_for(parse(["ctl", "status", "--read-only"]), settings) == tmp_path / (
+        "control.ro.sock")
+    named = parse(["ctl", "pause", "--socket", "/run/aitbc-miner/control.sock", "--read-only"])
+    assert socket_for(named) == Path("/run/aitbc-miner/control.sock")  # as named, no config

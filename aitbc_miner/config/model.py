@@ -327,9 +327,53 @@ class ConsoleSettings(_Section):
     theme: str = _doc("aitbc-dark", "Console colour theme", min_length=1)
 
 
+def _group_id(name: str | None) -> int | None:
+    """The gid of a group given by name or number (``None`` stays ``None``)."""
+    import grp
+
+    if name is None or name.isdigit():
+        return None if name is None else int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ValueError(f"no group named {name!r} on this host") from None
+
+
+class ControlSettings(_Section):
+    socket_dir: OptPath = _doc(
+        None, "Folder of control.sock and control.ro.sock (unset = the private state dir); "
+        "needed with a group, never inside data_dir")
+    operator_group: str | None = _doc(
+        None, "Group whose members may send commands (the miner's user and root always may)")
+    viewer_group: str | None = _doc(
+        None, "Group whose members may watch through control.ro.sock, never command")
+    max_connections: Int = _doc(
+        64, "Open connections per socket, streams included; more are refused", ge=1, le=4096)
+
+    @field_validator("operator_group", "viewer_group")
+    @classmethod
+    def _known_group(cls, value: str | None) -> str | None:
+        _group_id(value)
+        return value
+
+    @model_validator(mode="after")
+    def _shared_folder(self) -> ControlSettings:
+        if (self.operator_group or self.viewer_group) and self.socket_dir is None:
+            raise ValueError("a group needs socket_dir: the state dir stays owner-only")
+        return self
+
+    @property
+    def operator_gid(self) -> int | None:
+        return _group_id(self.operator_group)
+
+    @property
+    def viewer_gid(self) -> int | None:
+        return _group_id(self.viewer_group)
+
+
 _SECTIONS = frozenset(
     {"coordinator", "miner", "poll", "slots", "gpu", "inference", "runners", "jobs",
-     "workspace", "paths", "log", "metrics", "console"}
+     "workspace", "paths", "log", "metrics", "console", "control"}
 )
 
 
@@ -356,6 +400,8 @@ class Settings(BaseSettings):
     log: LogSettings = _doc(LogSettings, "Logging")
     metrics: MetricsSettings = _doc(MetricsSettings, "Prometheus metrics endpoint")
     console: ConsoleSettings = _doc(ConsoleSettings, "Operator console")
+    control: ControlSettings = _doc(
+        ControlSettings, "Control sockets: who may watch and steer the running miner")
 
     # Where the values came from, for render_effective (not settings themselves).
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
