@@ -28,8 +28,10 @@ from typing import Any
 
 import httpx
 
+from . import untrusted
 from .backoff import Backoff
 from .codes import ErrorCode
+from .protocol import is_job_id, shown_job_id
 from .runners.base import JobFailed
 from .runners.settings import ArtifactSettings
 
@@ -97,6 +99,8 @@ class Uploader:
         self.transport = transport
 
     async def upload_all(self, job_id: str, artifacts: list[Artifact]) -> list[dict[str, Any]]:
+        if not is_job_id(job_id):  # never put into a URL (docs/hostile-input.md)
+            raise JobFailed(ErrorCode.E_BADJOB, f"invalid job id {shown_job_id(job_id)}")
         url = self.url.replace("{job_id}", job_id)
         async with httpx.AsyncClient(timeout=self.timeout_s, transport=self.transport) as client:
             return [await self._upload(client, url, job_id, a) for a in artifacts]
@@ -156,8 +160,8 @@ async def _body(head: bytes, file: Path, tail: bytes) -> AsyncIterator[bytes]:
 
 def _stored(response: httpx.Response) -> dict[str, Any]:
     try:
-        data = response.json()
-    except ValueError:
+        data = untrusted.loads(response.content)
+    except untrusted.Malformed:
         return {}
     return {k: data[k] for k in ("artifact_id", "url") if isinstance(data, dict) and k in data}
 

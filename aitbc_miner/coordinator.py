@@ -13,23 +13,29 @@ Error tree (httpx exceptions are translated here and nowhere else)::
     │   ├── NotRegistered      heartbeat 404, poll 500: register again
     │   ├── NotFound           404 on a job
     │   └── Invalid            422 and other 4xx
+    │       └── UnsafeJobId    a job id no URL may be built from (never sent)
     └── ProtocolViolation      a 2xx answer that does not match the spec's shape
 
 Which calls may be repeated is decided by the caller (outbox, loops) from this tree:
 ``/poll``, ``/result`` and ``/fail`` are not idempotent (spec fact 4).
+
+Answers are hostile input (docs/hostile-input.md): at most ``MAX_ANSWER_BYTES`` of an
+answer are read (more is ``Uncertain``: the server may have acted), bodies are decoded
+within bounds on size and depth, a poll answer naming an id that is not a job id is a
+``ProtocolViolation``, and error texts quoted from answers are scrubbed.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from . import __version__
+from . import __version__, untrusted
 from .protocol import (
     API_PREFIX,
     AssignedJob,
@@ -42,6 +48,8 @@ from .protocol import (
     ResultRequest,
     ResultResponse,
     StatusResponse,
+    is_job_id,
+    shown_job_id,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -51,6 +59,7 @@ class CoordinatorError(Exception):
     """Any failed exchange with the coordinator."""
 
     def __init__(self, endpoint: str, message: str, status: int | None = None):
+        message = untrusted.scrub(message)  # it may quote an answer: keep it showable
         super().__init__(f"{endpoint}: {message}")
         self.endpoint = endpoint
         self.message = message
@@ -101,6 +110,10 @@ class Invalid(Rejected):
     """422 or another 4xx: the request itself is wrong."""
 
 
+class UnsafeJobId(Invalid):
+    """The job id is not one coordinators issue: no URL is built from it, nothing is sent."""
+
+
 class ProtocolViolation(CoordinatorError):
     """A success answer whose body does not match the protocol."""
 
@@ -109,6 +122,15 @@ class ProtocolViolation(CoordinatorError):
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _OK_CREATED = frozenset({200, 201})
 _OK_OR_404 = frozenset({200, 404})
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer as read: its status, headers and at most ``MAX_ANSWER_BYTES`` of body."""
+
+    status_code: int
+    headers: httpx.Headers = field(repr=False)
+    content: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,16 +200,26 @@ class CoordinatorClient:
         if response.status_code == 500:
             # The spec: 500 is what an unregistered miner gets from /poll.
             raise NotRegistered("poll", _detail(response), 500)
-        data = self._json("poll", response)
+        # Nesting past the bound is cut off (not fatal) so a job whose payload is hostile
+        # still comes back, raw, to be failed: the coordinator counts it ours.
+        data, pruned = self._json("poll", response, prune=True)
+        names_job = isinstance(data, dict) and "job_id" in data
+        if names_job:
+            if not is_job_id(data["job_id"]):
+                raise ProtocolViolation(
+                    "poll", f"answer names an invalid job id {shown_job_id(data['job_id'])}",
+                    response.status_code)
+            if pruned:
+                return dict(data)
         try:
             return AssignedJob.model_validate(data)
         except ValidationError as exc:
-            if isinstance(data, dict) and isinstance(data.get("job_id"), str) and data["job_id"]:
-                return data
+            if names_job:
+                return dict(data)
             raise ProtocolViolation("poll", _summary(exc), response.status_code) from exc
 
     async def result(self, job_id: str, body: ResultRequest | dict[str, Any]) -> ResultResponse:
-        response = await self._post("result", f"/miners/{job_id}/result", body, _OK_OR_404)
+        response = await self._post("result", _job_path(job_id, "result"), body, _OK_OR_404)
         if response.status_code == 404:
             raise NotFound("result", _detail(response), 404)
         try:
@@ -197,7 +229,7 @@ class CoordinatorClient:
             raise Uncertain("result", f"unreadable success answer ({exc.message})", 200) from exc
 
     async def fail(self, job_id: str, body: FailRequest | dict[str, Any]) -> StatusResponse:
-        response = await self._post("fail", f"/miners/{job_id}/fail", body, _OK_OR_404)
+        response = await self._post("fail", _job_path(job_id, "fail"), body, _OK_OR_404)
         if response.status_code == 404:
             raise NotFound("fail", _detail(response), 404)
         try:
@@ -234,7 +266,7 @@ class CoordinatorClient:
     async def _post(
         self, endpoint: str, path: str, body: BaseModel | dict[str, Any] | None,
         handled: frozenset[int] = frozenset({200}),
-    ) -> httpx.Response:
+    ) -> Answer:
         """POST and raise for any status the calling method does not handle itself."""
         response = await self._request(endpoint, "POST", path, body)
         if response.status_code not in handled:
@@ -243,24 +275,30 @@ class CoordinatorClient:
 
     async def _request(
         self, endpoint: str, method: str, path: str, body: BaseModel | dict[str, Any] | None
-    ) -> httpx.Response:
+    ) -> Answer:
         content = None
         if body is not None:
             data = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
-            content = json.dumps(data, separators=(",", ":")).encode()
+            # ASCII: a lone surrogate in a message travels escaped instead of failing.
+            content = json.dumps(data, separators=(",", ":"), ensure_ascii=True).encode()
         headers = {"Content-Type": "application/json"} if content is not None else None
+        request = self._http.build_request(method, path, content=content, headers=headers)
         started = time.perf_counter()
         try:
-            response = await self._http.request(method, path, content=content, headers=headers)
+            response = await self._http.send(request, stream=True)
+            try:
+                answer = await _read_bounded(endpoint, response)
+            finally:
+                await response.aclose()
         except _NOT_SENT as exc:
             raise NotSent(endpoint, _transport_message(exc)) from exc
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
             raise Uncertain(endpoint, _transport_message(exc)) from exc
-        self.last_exchange = Exchange(endpoint, response.status_code, time.perf_counter() - started)
-        return response
+        self.last_exchange = Exchange(endpoint, answer.status_code, time.perf_counter() - started)
+        return answer
 
     @staticmethod
-    def _raise_for_status(endpoint: str, response: httpx.Response) -> None:
+    def _raise_for_status(endpoint: str, response: Answer) -> None:
         status = response.status_code
         detail = _detail(response)
         if status in (401, 403):
@@ -273,18 +311,22 @@ class CoordinatorClient:
             raise NotFound(endpoint, f"404 {detail}", status)
         raise Invalid(endpoint, f"{status} {detail}", status)
 
-    def _json(self, endpoint: str, response: httpx.Response) -> Any:
+    def _json(self, endpoint: str, response: Answer, *, prune: bool = False) -> Any:
+        """The answer's JSON within bounds; with ``prune``, (JSON, whether cut off)."""
         try:
-            return response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            if prune:
+                return untrusted.loads_pruned(response.content)
+            return untrusted.loads(response.content)
+        except untrusted.Malformed as exc:
             kind = response.headers.get("content-type", "no content-type")
             raise ProtocolViolation(
                 endpoint,
-                f"{response.status_code} answer is not JSON ({kind}): {_snippet(response)}",
+                f"{response.status_code} answer is not JSON ({kind}; {exc}): "
+                f"{_snippet(response)}",
                 response.status_code,
             ) from exc
 
-    def _parse(self, endpoint: str, response: httpx.Response, model: type[M]) -> M:
+    def _parse(self, endpoint: str, response: Answer, model: type[M]) -> M:
         data = self._json(endpoint, response)
         try:
             return model.model_validate(data)
@@ -292,7 +334,26 @@ class CoordinatorClient:
             raise ProtocolViolation(endpoint, _summary(exc), response.status_code) from exc
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _job_path(job_id: str, call: str) -> str:
+    """``/miners/{job_id}/{call}``, only ever for an id that is a job id."""
+    if not is_job_id(job_id):
+        raise UnsafeJobId(call, f"refusing to build a URL from job id {shown_job_id(job_id)}")
+    return f"/miners/{job_id}/{call}"
+
+
+async def _read_bounded(endpoint: str, response: httpx.Response) -> Answer:
+    """Read at most ``MAX_ANSWER_BYTES`` (decoded) of an answer; a longer one is not read
+    on, and is ``Uncertain``: the server answered, and may have acted."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > untrusted.MAX_ANSWER_BYTES:
+            raise Uncertain(endpoint, f"{response.status_code} answer is longer than "
+                            f"{untrusted.MAX_ANSWER_BYTES} bytes; not read", response.status_code)
+    return Answer(response.status_code, response.headers, bytes(body))
+
+
+def _retry_after(response: Answer) -> float | None:
     value = response.headers.get("retry-after")
     try:
         return max(0.0, float(value)) if value is not None else None
@@ -300,18 +361,18 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None  # an HTTP-date; the caller's backoff applies
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: Answer) -> str:
     try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = untrusted.loads(response.content)
+    except untrusted.Malformed:
         return _snippet(response)
     if isinstance(data, dict) and "detail" in data:
         return str(data["detail"])[:200]
     return _snippet(response)
 
 
-def _snippet(response: httpx.Response, limit: int = 120) -> str:
-    text = " ".join(response.text.split())
+def _snippet(response: Answer, limit: int = 120) -> str:
+    text = " ".join(response.content[:4 * limit].decode("utf-8", errors="replace").split())
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
@@ -322,5 +383,5 @@ def _summary(exc: ValidationError) -> str:
     return f"answer does not match the protocol: {where}: {first['msg']}{more}"
 
 
-def _transport_message(exc: httpx.TransportError) -> str:
+def _transport_message(exc: httpx.RequestError) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

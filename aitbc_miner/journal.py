@@ -8,6 +8,11 @@ On start, ``recover()`` turns jobs that were ``claimed``/``running`` when the ag
 into staged ``E_INTERRUPTED`` failures: a job is never run twice.
 
 Each job's rows have one writer at a time: its job task until ``staged``, then the outbox.
+
+Text from outside never fails a write (docs/hostile-input.md): JSON is stored as ASCII
+(a lone surrogate stays an escape), a job type that is not a clean name is stored as
+NULL, and any other text bound to a statement that is not plain ASCII is scrubbed (lone
+surrogates and control characters but tab and newline become U+FFFD).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import aiosqlite
 
 from .codes import ErrorCode
+from .untrusted import name_problem, scrub
 
 
 class JobState(StrEnum):
@@ -172,7 +178,7 @@ class Journal:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 for sql, params in statements:
-                    await self._db.execute(sql, params)
+                    await self._db.execute(sql, _bindable(params))
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
@@ -196,7 +202,9 @@ class Journal:
         if await self.get(job_id) is not None:
             return False
         now = time.time()
-        job_type = payload.get("type") if isinstance(payload.get("type"), str) else None
+        job_type = payload.get("type")
+        if not isinstance(job_type, str) or name_problem(job_type) is not None:
+            job_type = None
         await self._write(
             [
                 (
@@ -290,8 +298,10 @@ class Journal:
         here: one receipt per job is counted, never two.
         """
         now = time.time()
-        receipt_id = str(receipt.get("receipt_id") or f"unidentified:{job_id}:{now}")
+        receipt_id = scrub(str(receipt.get("receipt_id") or f"unidentified:{job_id}:{now}"))
         units, price = _number(receipt.get("units")), _number(receipt.get("price"))
+        unit_type = receipt.get("unit_type")
+        unit_type = scrub(unit_type) if isinstance(unit_type, str) else None
         async with self._tx:  # the duplicate check and the insert are one decision
             async with self._db.execute(
                 "SELECT COUNT(*) FROM receipts WHERE job_id=? AND receipt_id<>?",
@@ -304,11 +314,11 @@ class Journal:
                 "INSERT OR REPLACE INTO receipts(receipt_id, job_id, received_at, units, unit_type,"
                 " price, verdict, reason, key_id, counted, duplicate, body)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (receipt_id, job_id, now, units, receipt.get("unit_type"), price, verdict,
-                 reason, key_id, int(counted), int(duplicate), _dump(receipt)),
+                _bindable((receipt_id, job_id, now, units, unit_type, price, verdict,
+                           reason, key_id, int(counted), int(duplicate), _dump(receipt))),
             )
-        return ReceiptRecord(receipt_id, job_id, now, units, price, verdict, reason, counted,
-                             duplicate, receipt.get("unit_type"))
+        return ReceiptRecord(receipt_id, job_id, now, units, price, verdict, scrub(reason),
+                             counted, duplicate, unit_type)
 
     async def record_payments(self, entries: Iterable[tuple[str, str, str | None]]) -> None:
         """What the coordinator says it owes or paid per job: (job_id, amount, status)."""
@@ -417,7 +427,16 @@ class Journal:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+    # ASCII on purpose: a lone surrogate from a payload is stored as its escape.
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str,
+                      ensure_ascii=True)
+
+
+def _bindable(params: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Statement parameters SQLite can store: text that is not plain ASCII is scrubbed (a
+    lone surrogate cannot be encoded). ASCII, the stored JSON included, is kept as is."""
+    return tuple(scrub(p, max_chars=len(p)) if isinstance(p, str) and not p.isascii() else p
+                 for p in params)
 
 
 def _param(value: Any) -> Any:

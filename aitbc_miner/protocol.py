@@ -7,12 +7,30 @@ reference coordinator (``aitbc_miner.devnet``) shares these models, never the en
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field
 
 API_PREFIX = "/v1"
+
+# A job id as coordinators issue them (uuid4 hex, or a uuid with dashes): letters, digits,
+# '-' and '_', starting with a letter or digit, at most 128 characters. Nothing else is
+# ever put into a URL, a path or the journal (docs/hostile-input.md).
+JOB_ID_MAX_CHARS = 128
+_JOB_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{JOB_ID_MAX_CHARS - 1}}}", re.ASCII)
+
+
+def is_job_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a job id the miner may store, run and name in a URL."""
+    return isinstance(value, str) and _JOB_ID.fullmatch(value) is not None
+
+
+def shown_job_id(value: object, limit: int = 80) -> str:
+    """A possibly hostile job id as a log line may quote it: ASCII-escaped and cut."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Dialect(StrEnum):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -35,6 +35,8 @@ from .faults import Fault, FaultBook, malformed_body
 from .ratelimit import RateLimiter, retry_after_header
 
 M = TypeVar("M", bound=BaseModel)
+# The real coordinator (uvicorn) sets no request size limit; aiohttp's default is 1 MiB.
+MAX_REQUEST_BYTES = 64 << 20
 
 
 @dataclass(slots=True)
@@ -98,6 +100,7 @@ class DevnetApp:
     requests: Counter[str] = field(default_factory=Counter)
     snapshot: Callable[[], dict[str, Any]] | None = None
     artifacts: ArtifactStore | None = None
+    request_log: deque[str] | None = None
 
     @property
     def dialect(self) -> Dialect:
@@ -261,8 +264,16 @@ class DevnetApp:
 
     # --- wiring ------------------------------------------------------------------
 
+    @web.middleware
+    async def _log_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Record every request line as it arrived, before routing (tests read it)."""
+        if self.request_log is not None:
+            self.request_log.append(f"{request.method} {request.raw_path}")
+        response: web.StreamResponse = await handler(request)
+        return response
+
     def build(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[self._log_request])
         r, v, ep, c = app.router, API_PREFIX, self.endpoint, self.coordinator
         r.add_post(f"{v}/miners/register", ep("register", self.register))
         r.add_post(f"{v}/miners/heartbeat", ep("heartbeat", self.heartbeat))

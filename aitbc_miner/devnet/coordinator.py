@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import closing
-from dataclasses import asdict
+from dataclasses import fields
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -266,13 +266,19 @@ class Coordinator:
         self.store.commit()
 
     def miners_snapshot(self) -> dict[str, dict[str, Any]]:
-        return {m.id: asdict(m) for m in self.store.miners()}
+        return {m.id: _row(m) for m in self.store.miners()}
 
     def jobs_snapshot(self) -> dict[str, dict[str, Any]]:
         counts = self.store.receipt_counts()
         out = {}
         for job in self.store.jobs():
-            row = asdict(job)
+            row = _row(job)
             row["receipts"] = counts.get(job.id, 0)
             out[job.id] = row
         return out
+
+
+def _row(record: Job | Miner) -> dict[str, Any]:
+    """A stored row as a dict. Shallow: its JSON columns are fresh from the store, and a
+    payload nested as deep as JSON lets a client send must not fail a snapshot."""
+    return {f.name: getattr(record, f.name) for f in fields(record)}

@@ -10,7 +10,8 @@ Usage::
 from __future__ import annotations
 
 import errno
-from collections import Counter
+import json as jsonlib
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +37,7 @@ from .tokens import DEFAULT_JWT_SECRET
 DEFAULT_MINER_KEYS = ("devnet-miner-key",)
 DEFAULT_CLIENT_KEY = "devnet-client-key"
 RateLimits = Mapping[str, tuple[int, float]] | bool | None
+REQUEST_LOG_SIZE = 100_000
 
 
 class Devnet:
@@ -72,6 +74,8 @@ class Devnet:
         limits = resolve_limits(self.dialect is Dialect.V2026_08, rate_limits, rate_limit_scale)
         self.limiter = RateLimiter(limits, self.clock)
         self.requests: Counter[str] = Counter()
+        # Every request as it arrived ("POST /v1/miners/<id>/fail?..."), routed or not.
+        self.request_log: deque[str] = deque(maxlen=REQUEST_LOG_SIZE)
         self._given_key = to_key(signing_key) if signing_key is not None else None
         self._receipt_signing = receipt_signing
         self._store: Store | None = None
@@ -87,7 +91,7 @@ class Devnet:
         self.signing_key = self._resolve_key(store) if self._receipt_signing else None
         self.coordinator = Coordinator(store, self.dialect, self.clock, self.signing_key)
         app = DevnetApp(self.coordinator, self.auth, self.faults, self.limiter, self.requests,
-                        self.state, self.artifacts)
+                        self.state, self.artifacts, self.request_log)
         self._runner = web.AppRunner(app.build(), access_log=None, handle_signals=False)
         await self._runner.setup()
         self.port = await self._bind(store)
@@ -186,10 +190,18 @@ class Devnet:
     # --- client calls over real HTTP ---------------------------------------------
 
     async def client_request(self, method: str, path: str, json: Any = None) -> httpx.Response:
-        """A client-route call (path under /v1) with this dialect's client credential."""
+        """A client-route call (path under /v1) with this dialect's client credential.
+
+        The body is sent as ASCII JSON, as most clients write it: a lone surrogate in a
+        payload travels as its escape (UTF-8 cannot carry it)."""
         if self._http is None:
             self._http = httpx.AsyncClient(base_url=self.api_url, timeout=10.0)
-        return await self._http.request(method, path, json=json, headers=self.client_headers())
+        headers = self.client_headers()
+        content = None
+        if json is not None:
+            content = jsonlib.dumps(json, ensure_ascii=True).encode()
+            headers["Content-Type"] = "application/json"
+        return await self._http.request(method, path, content=content, headers=headers)
 
     async def submit_job(
         self,

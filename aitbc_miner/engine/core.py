@@ -23,6 +23,7 @@ from ..coordinator import CoordinatorClient
 from ..gpu import Sampler
 from ..journal import Journal
 from ..runners import RunnerRegistry
+from ..untrusted import scrub
 from .bus import EventBus
 from .slots import Slot, SlotPool
 from .snapshot import (
@@ -75,7 +76,7 @@ def payload_view(payload: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     for key, value in payload.items():
         text = "***" if SECRET_LOOKING.search(str(key)) else (
             value if isinstance(value, str) else json.dumps(value, default=str))
-        shown.append((str(key), text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"))
+        shown.append((scrub(str(key)), scrub(text, max_chars=SHOWN_CHARS)))
     return tuple(shown)
 
 

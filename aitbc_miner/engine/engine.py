@@ -25,9 +25,10 @@ from ..coordinator import CoordinatorClient
 from ..gpu import GpuView as TelemetryGpuView
 from ..gpu import Sampler, TelemetrySnapshot
 from ..journal import Journal
-from ..protocol import AssignedJob
+from ..protocol import AssignedJob, is_job_id, shown_job_id
 from ..runners import RunnerRegistry
 from ..runners.builtin import BuiltinRunner
+from ..untrusted import name_problem, payload_problem
 from .bus import SnapshotListener, Subscription
 from .core import Core, HeldJob, Tuning, payload_view
 from .disk import check_disk, watch_disk
@@ -304,30 +305,39 @@ class Engine:
         await self.session.goodbye()
 
     async def _start_job(self, job: AssignedJob | dict[str, Any]) -> None:
+        """Claim a polled job and start its task. Never raises: whatever goes wrong here
+        ends that job (E_BADJOB / E_INTERNAL) or skips it, never the engine."""
         core = self.core
-        if isinstance(job, AssignedJob):
-            job_id, payload = job.job_id, job.payload
-            constraints = job.constraints.model_dump(mode="json")
-            bad = None
-        else:  # a job the coordinator handed us whose body does not parse
-            job_id = str(job["job_id"])
-            payload = job.get("payload") if isinstance(job.get("payload"), dict) else {}
-            constraints = job.get("constraints") if isinstance(job.get("constraints"), dict) else {}
-            bad = "the coordinator's job message is malformed (payload/constraints)"
+        job_id = job.job_id if isinstance(job, AssignedJob) else job.get("job_id")
+        if not is_job_id(job_id):  # never stored, run or named in a URL or a path
+            log.warning("the coordinator handed us a job whose id %s is not a job id; it is "
+                        "skipped", shown_job_id(job_id))
+            core.wake_session.set()  # the heartbeat repairs its in-flight count
+            return
+        held = HeldJob(job_id=job_id, job_type="?", claimed_at=core.clock())
+        try:
+            await self._claim(held, job)
+        except Exception as exc:  # a bug, or a journal that refused the claim
+            await self.jobs.rescue(held, exc)
+
+    async def _claim(self, held: HeldJob, job: AssignedJob | dict[str, Any]) -> None:
+        core, job_id = self.core, held.job_id
+        payload, constraints, bad = _intake(job)
+        if bad:  # journaled without its payload: it is never run; its outcome says why
+            payload, constraints = {}, {}
         if not await core.journal.claim(job_id, payload, constraints):
             log.warning("the coordinator handed us job %s again; it is not run twice", job_id,
                         extra={"job_id": job_id})
             core.wake_session.set()  # the heartbeat repairs its in-flight count
             return
-        job_type = str(payload.get("type") or "?")
-        model = payload.get("model")
-        held = HeldJob(job_id=job_id, job_type=job_type, claimed_at=core.clock(),
-                       model=model if isinstance(model, str) else None,
-                       payload_view=payload_view(payload))
+        job_type, model = payload.get("type"), payload.get("model")
+        held.job_type = job_type if isinstance(job_type, str) and job_type else "?"
+        held.model = model if isinstance(model, str) else None
+        held.payload_view = payload_view(payload)
         core.held[job_id] = held
         core.count(claimed=1)
-        core.emit(JobClaimed(at=core.clock(), job_id=job_id, job_type=job_type,
-                             message=f"claimed job {job_id} ({job_type})"))
+        core.emit(JobClaimed(at=core.clock(), job_id=job_id, job_type=held.job_type,
+                             message=f"claimed job {job_id} ({held.job_type})"))
         assert self._tg is not None
         held.task = self._tg.create_task(self._job(held, payload, constraints, bad),
                                          name=f"job-{job_id}")
@@ -336,6 +346,8 @@ class Engine:
                    bad: str | None) -> None:
         try:
             await self.jobs.run(held, payload, constraints, bad)
+        except Exception as exc:  # past run()'s own handlers: one job never ends the engine
+            await self.jobs.rescue(held, exc)
         finally:
             self._check_drained()
             if self.core.draining:
@@ -353,3 +365,28 @@ class Engine:
                             RETENTION_EVERY_S)
                 core.set_loop("retention", "prune failed", str(exc))
             await asyncio.sleep(RETENTION_EVERY_S)
+
+
+def _intake(job: AssignedJob | dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
+                                                        str | None]:
+    """A polled job's payload and constraints, and why it may not run (None: it may).
+
+    A raw dict is a job whose message did not parse (or nested past the bound and was cut
+    off); a parsed one is checked against the payload rules (docs/hostile-input.md)."""
+    if isinstance(job, AssignedJob):
+        payload, constraints = job.payload, job.constraints.model_dump(mode="json")
+        bad = (payload_problem(payload) or payload_problem(constraints, what="constraints")
+               or _names_problem(payload))
+        return payload, constraints, bad
+    return {}, {}, ("the coordinator's job message is malformed "
+                    "(payload/constraints missing, mistyped or nested too deep)")
+
+
+def _names_problem(payload: dict[str, Any]) -> str | None:
+    """The payload's names (its type, its model) are stored and shown: they must be clean."""
+    for key in ("type", "model"):
+        value = payload.get(key)
+        problem = name_problem(value) if isinstance(value, str) else None
+        if problem:
+            return f"payload {key!r} {problem}"
+    return None

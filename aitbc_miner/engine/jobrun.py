@@ -16,8 +16,9 @@ from typing import Any
 
 from .. import workspace
 from ..codes import ErrorCode
-from ..journal import Outcome
+from ..journal import ACTIVE_STATES, Outcome
 from ..runners.base import JobFailed, RunContext
+from ..untrusted import scrub
 from .core import Core, HeldJob
 from .disk import write_failed
 from .slots import NoSlotOfKind
@@ -119,10 +120,42 @@ class JobRun:
 
     async def _stage_failure(self, held: HeldJob, code: ErrorCode, message: str,
                              metrics: Mapping[str, Any], started: float | None) -> None:
-        body = {"error_code": code.value, "error_message": message,
-                "metrics": {**metrics, "duration_ms": _ms_since(started)}}
+        body = _failure_body(code, message, metrics, started)
         outcome = Outcome.CANCELED if code is ErrorCode.E_CANCELED else Outcome.FAILED
         await self._stage(held, outcome, "fail", body, code, started)
+
+    async def rescue(self, held: HeldJob, exc: Exception) -> None:
+        """An exception that escaped the claim or ``run`` (a bug, a journal that refused a
+        write): the job still ends with one outcome, ``E_INTERNAL`` unless it has one, and
+        the engine goes on. If even that cannot be written, the job is dropped with an
+        error in the log (the coordinator's copy runs out its TTL)."""
+        core, job_id = self.core, held.job_id
+        what = f"{type(exc).__name__}: {exc}"
+        log.error("job %s: %s escaped; failing it with E_INTERNAL", job_id, what, exc_info=exc,
+                  extra={"job_id": job_id})
+        held.staged = True
+        try:
+            record = await core.journal.get(job_id)
+            if record is None:
+                await core.journal.claim(job_id, {}, {})
+            if record is None or record.state in ACTIVE_STATES:
+                code = ErrorCode.E_INTERNAL
+                await core.journal.stage(job_id, Outcome.FAILED, "fail",
+                                         _failure_body(code, f"miner error: {what}", {}, None),
+                                         code)
+                core.count(failed=1)
+            self.enqueue(job_id)
+        except Exception as again:
+            log.error("job %s: no outcome could be recorded either (%s: %s)", job_id,
+                      type(again).__name__, again, extra={"job_id": job_id})
+            core.wake_session.set()  # the heartbeat repairs the coordinator's in-flight count
+        finally:
+            if held.slot is not None and held.slot.job_id == job_id:
+                core.pool.release(held.slot)
+            if core.held.get(job_id) is held:
+                del core.held[job_id]
+            core.wake_poll.set()
+            core.changed()
 
     async def _stage(self, held: HeldJob, outcome: Outcome, endpoint: str,
                      body: dict[str, Any], code: ErrorCode | None, started: float | None) -> None:
@@ -201,6 +234,14 @@ class JobRun:
     def _log(self, held: HeldJob, line: str) -> None:
         self.core.emit(JobLogLine(at=self.core.clock(), job_id=held.job_id, line=line[-500:],
                                   message=line[-500:]))
+
+
+def _failure_body(code: ErrorCode, message: str, metrics: Mapping[str, Any],
+                  started: float | None) -> dict[str, Any]:
+    """A ``/fail`` body; the message may quote the job, so it is scrubbed (a coordinator
+    stores it as text)."""
+    return {"error_code": code.value, "error_message": scrub(message),
+            "metrics": {**metrics, "duration_ms": _ms_since(started)}}
 
 
 def _ms_since(started: float | None) -> int:
