@@ -56,6 +56,7 @@ def _status(s: dict) -> str:
     c = s["connection"]
     lines = [f"{s['miner_id']} @ {c['url']}: {s['mode'].upper()}, link {c['link']}"
              + (f" ({c['reason']})" if c.get("reason") else "")]
+    lines += [f"  WARNING: {text}" for text in s.get("warnings", ())]
     if s.get("disk", {}).get("low"):
         lines.append(f"  NOT CLAIMING: {s['disk']['reason']}")
     gpu = s.get("gpu", {})

@@ -29,11 +29,13 @@ from .runners import Runner, RunnerRegistry
 from .runners.allowlist import Allowlist
 from .runners.base import SlotKind
 from .runners.builtin import BuiltinRunner
-from .runners.cli import CliRunner, make_sandbox, make_uploader
+from .runners.cli import CliRunner, make_uploader
 from .runners.gpu_watch import TelemetryGpuSampler
 from .runners.ollama import DEFAULT_OLLAMA_URL, OllamaRunner
 from .runners.openai_compat import DEFAULT_OPENAI_URL, OpenAICompatRunner
 from .runners.python import PythonRunner
+from .runners.sandboxed import make_sandbox
+from .sandbox import Isolation, Sandbox
 from .sdnotify import Notifier, notify_systemd
 
 log = logging.getLogger("aitbc_miner.runtime")
@@ -101,6 +103,7 @@ def default_registry(settings: Settings, key: str, telemetry: Sampler | None, *,
     rs = settings.runners
     allowlist = Allowlist.load(rs.allowlist_dirs, secrets=rs.secrets.keys())
     sandbox = make_sandbox(rs)  # one sandbox, so its one-time notices appear once
+    announce_isolation(sandbox)
     uploader = make_uploader(rs, {"X-Api-Key": key, "X-Miner-ID": settings.miner.id})
     runners: list[Runner] = [
         BuiltinRunner(),
@@ -114,6 +117,21 @@ def default_registry(settings: Settings, key: str, telemetry: Sampler | None, *,
     if backend is not None:
         runners.append(backend)
     return RunnerRegistry(runners)
+
+
+def announce_isolation(sandbox: Sandbox) -> None:
+    """Say at start who jobs run as; with the sandbox off, say it on every log line."""
+    if sandbox.isolation is Isolation.NONE:
+        add_static_field("isolation", "OFF")
+        log.warning("runners.isolation is none: process jobs run WITHOUT a sandbox")
+    if os.geteuid() == 0:
+        user = sandbox.user
+        if user is None:
+            log.error("the agent runs as root and the job user %r does not exist: process jobs "
+                      "are refused (jobs never run as root)", sandbox.job_user_name)
+        else:
+            log.warning("the agent runs as root; jobs run as the unprivileged user %s (uid %d), "
+                        "never as root", user.name, user.uid)
 
 
 def inference_runner(settings: Settings, telemetry: Sampler | None) -> Runner | None:

@@ -113,6 +113,17 @@ def test_only_the_gpu_package_imports_pynvml() -> None:
     assert not bad, "only aitbc_miner/gpu/ may import pynvml:\n" + "\n".join(bad)
 
 
+def test_the_sandbox_sits_below_the_runners() -> None:
+    """``sandbox/`` runs processes; the runners turn them into jobs. Never the other way."""
+    sandbox = ROOT / "aitbc_miner" / "sandbox"
+    bad = [f"{_where(path, line)} imports {module}"
+           for path in _sources("aitbc_miner/sandbox")
+           for line, module in imports(path)
+           if _within(module, ("aitbc_miner.runners", "aitbc_miner.engine"))]
+    assert not bad, f"{sandbox.name}/ may not import the runners or the engine:\n" + "\n".join(
+        bad)
+
+
 def test_the_checker_sees_what_it_must() -> None:
     """The rules above are only as good as ``imports``: it resolves relative and nested
     imports and literal dynamic ones."""

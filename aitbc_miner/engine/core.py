@@ -130,6 +130,7 @@ class Core:
         self.clock = clock
         self.bus = EventBus()
 
+        self.warnings: tuple[str, ...] = ()  # the registry's standing warnings, set at start
         self.paused = False
         self.draining = False
         self.exit_when_drained = False
@@ -242,6 +243,7 @@ class Core:
             recent=tuple(reversed(self.recent)),
             poll_interval_s=self.poll_interval_s,
             polls_in_flight=self.polls_in_flight,
+            warnings=self.warnings,
             receipts=tuple(self.receipts),
             earnings=self.earnings,
             gpu=self.gpu,

@@ -209,6 +209,9 @@ class Engine:
             await check_disk(core)  # a full data disk claims nothing, even the first time
             for runner in self._backends("refresh"):  # the first registration lists models
                 await runner.refresh()
+            core.warnings = core.registry.warnings()
+            for text in core.warnings:
+                log.warning("%s", text)
             core.started = True
             core.changed()
             async with asyncio.TaskGroup() as tg:

@@ -73,7 +73,8 @@ class JobRun:
             ctx = RunContext(
                 job_id=held.job_id, slot_id=slot.slot_id, slot_kind=slot.kind, workspace=folder,
                 timeout_s=self.timeout_for(payload), constraints=constraints,
-                gpu_uuid=slot.gpu_uuid, report_progress=lambda p: self._progress(held, p),
+                gpu_uuid=slot.gpu_uuid, gpu_index=slot.gpu.gpu_index if slot.gpu else None,
+                report_progress=lambda p: self._progress(held, p),
                 report_log=lambda line: self._log(held, line),
                 report_pid=lambda pid: self._pid(held, pid))
             async with asyncio.timeout(ctx.timeout_s):

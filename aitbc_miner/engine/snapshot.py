@@ -215,6 +215,7 @@ class Snapshot:
     earnings: EarningsView = EarningsView()
     gpu: GpuStatus = GpuStatus()
     disk: DiskView = DiskView()
+    warnings: tuple[str, ...] = ()  # standing problems every screen shows (e.g. no sandbox)
 
     @property
     def running(self) -> int:

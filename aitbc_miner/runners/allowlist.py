@@ -114,6 +114,8 @@ class AllowEntry(_Model):
     gpu: bool = False
     secrets: list[str] = Field(default_factory=list)
     output: Literal["text", "json"] = "text"
+    # What else the command reads (its script, its data), bound read-only into the sandbox.
+    read_only: list[Path] = Field(default_factory=list)
 
     @field_validator("env", "set_env")
     @classmethod
@@ -145,12 +147,42 @@ def executable_problem(path: Path) -> str | None:
             return f"executable.missing: {item}: {exc.strerror}"
         if owner not in (0, os.geteuid()):
             return f"executable.owner: {item} belongs to uid {owner}, not root or the miner"
-        # A sticky world-writable folder (/tmp) is safe to pass through: the next item
-        # in the chain is ours (checked above) and nobody else may rename or replace it.
-        shared = mode & stat.S_IWOTH and not (item != path and mode & stat.S_ISVTX)
-        if shared or (item == path and mode & (stat.S_IWGRP | stat.S_IWOTH)):
-            return f"executable.writable: {item} is writable by others (mode {mode & 0o7777:o})"
+        # A sticky shared folder (/tmp) is safe to pass through: the next item in the
+        # chain is ours (checked above) and nobody else may rename or replace it.
+        shared = mode & (stat.S_IWGRP | stat.S_IWOTH) and not (item != path and mode & stat.S_ISVTX)
+        if shared:
+            return (f"executable.writable: {item} is writable by its group or others (mode "
+                    f"{mode & 0o7777:o}); only root or the miner's user may change it")
     return None
+
+
+def open_executable(path: Path) -> int:
+    """Open the allowlisted file once; the sandbox runs this descriptor, never the path again.
+
+    The checks are made on what was opened (``fstat``), so a file swapped in after
+    ``executable_problem`` passed cannot run. Raises ``JobFailed`` E_DENY naming the rule.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        _deny(f"executable.missing: {path}: {exc.strerror}")
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode) or not info.st_mode & 0o111:
+        problem = f"executable.type: {path} is not an executable regular file"
+    elif info.st_uid not in (0, os.geteuid()):
+        problem = f"executable.owner: {path} belongs to uid {info.st_uid}, not root or the miner"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = (f"executable.writable: {path} is writable by its group or others (mode "
+                   f"{info.st_mode & 0o7777:o})")
+    if problem is not None:
+        os.close(fd)
+        _deny(problem)
+    if not os.pread(fd, 4, 0).startswith((b"\x7fELF", b"#!")):  # else execvp runs it with sh
+        os.close(fd)
+        raise JobFailed(ErrorCode.E_INTERNAL, f"sandbox: could not start the executable: "
+                        f"{path} is neither an ELF program nor a #! script")
+    return fd
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +282,12 @@ def _trust_problem(path: Path) -> str | None:
         info = path.stat()
     except OSError as exc:
         return f"{path}: {exc.strerror}"
-    if info.st_mode & stat.S_IWOTH or info.st_uid not in (0, os.geteuid()):
-        return f"{path}: ignored: writable by others or owned by uid {info.st_uid}"
+    if info.st_uid not in (0, os.geteuid()):
+        return (f"allowlist.owner: {path}: ignored: owned by uid {info.st_uid}, not root or "
+                "the miner")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return (f"allowlist.writable: {path}: ignored: writable by its group or others (mode "
+                f"{info.st_mode & 0o7777:o})")
     return None
 
 
@@ -261,6 +297,9 @@ def _entry_problem(name: str, entry: AllowEntry, secrets: Collection[str]) -> st
     missing = [s for s in entry.secrets if s not in secrets]
     if missing:
         return f"secrets: {', '.join(missing)} not configured"
+    for path in entry.read_only:
+        if not path.is_absolute() or not path.exists():
+            return f"read_only: {path} is not an absolute path that exists"
     return executable_problem(entry.executable)
 
 

@@ -52,6 +52,7 @@ class RunContext:
     timeout_s: float
     constraints: Mapping[str, Any] = field(default_factory=dict)
     gpu_uuid: str | None = None
+    gpu_index: str | None = None  # NVML's index ("0", or "0:1" for a MIG instance)
     # Progress for the console: e.g. {"tokens": 120, "tokens_per_s": 41.2} or {"pct": 40}.
     report_progress: Callable[[Mapping[str, Any]], None] = lambda _p: None
     # One line of the job's own output, for the live log tail.
@@ -112,10 +113,19 @@ class RunnerRegistry:
                 f"job type {job_type!r} is not supported by this miner (supported: {known})",
             )
         if not runner.available():
-            raise JobFailed(
+            refusal = getattr(runner, "refusal", None)  # a runner that can say why
+            raise (refusal() if refusal is not None else None) or JobFailed(
                 ErrorCode.E_BACKEND_UNAVAILABLE, f"runner {runner.name!r} is not available now"
             )
         return runner
+
+    def warnings(self) -> tuple[str, ...]:
+        """Each runner's standing warnings (e.g. jobs not sandboxed), once each."""
+        found: dict[str, None] = {}
+        for runner in self._runners:
+            for text in getattr(runner, "warnings", list)():
+                found[text] = None
+        return tuple(found)
 
     def capabilities(self) -> dict[str, Any]:
         caps: dict[str, Any] = {

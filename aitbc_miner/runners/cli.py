@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,11 @@ from .. import logs
 from ..artifacts import Uploader
 from ..codes import ErrorCode
 from ..sandbox import JobSpec, Sandbox
-from ..sandbox.results import completed, raise_for_failure
 from ..sandbox.workdir import WorkDir
-from .allowlist import Allowlist, Invocation
+from .allowlist import Allowlist, Invocation, open_executable
 from .base import JobFailed, RunContext, RunOutput, SlotKind
+from .results import completed, raise_for_failure
+from .sandboxed import SandboxedRunner, make_sandbox
 from .settings import RunnerSettings
 
 log = logging.getLogger(__name__)
@@ -42,12 +44,7 @@ def make_uploader(settings: RunnerSettings, headers: Mapping[str, str] | None) -
                     headers=headers)
 
 
-def make_sandbox(settings: RunnerSettings) -> Sandbox:
-    return Sandbox(sigint_grace_s=settings.kill.sigint_grace_s,
-                   sigterm_grace_s=settings.kill.sigterm_grace_s)
-
-
-class CliRunner:
+class CliRunner(SandboxedRunner):
     """Runs allowlisted commands; one instance per slot kind (``cli`` or ``cli-gpu``)."""
 
     def __init__(self, settings: RunnerSettings, *, allowlist: Allowlist | None = None,
@@ -61,9 +58,6 @@ class CliRunner:
         self.slot_kind = slot_kind
         self.name = "cli" if slot_kind is SlotKind.CPU else "cli-gpu"
         self.job_types = frozenset({self.name})
-
-    def available(self) -> bool:
-        return True  # with no entries every job is refused by name, which says more
 
     def capabilities(self) -> Mapping[str, Any]:
         gpu = self.slot_kind is SlotKind.GPU
@@ -80,15 +74,23 @@ class CliRunner:
         if call.stdin is not None:
             stdin = ctx.workspace / "stdin"
             await asyncio.to_thread(_write_private, stdin, call.stdin)
-        spec = JobSpec(
-            job_id=ctx.job_id, argv=call.argv,
-            env={**workdir.base_env(ctx.job_id, ctx.gpu_uuid if entry.gpu else None), **call.env},
-            cwd=workdir.work, workspace=ctx.workspace, limits=limits, network=entry.network,
-            stdin=stdin, secrets=job_secrets(self.settings, entry.secrets), gpu=entry.gpu)
-        finished = await self.sandbox.run(spec, on_line=ctx.report_log,
-                                           on_started=ctx.report_pid)
+        secrets = job_secrets(self.settings, entry.secrets)
+        executable = await asyncio.to_thread(open_executable, entry.executable)
+        try:
+            spec = JobSpec(
+                job_id=ctx.job_id, argv=call.argv,
+                env={**workdir.base_env(ctx.job_id, ctx.gpu_uuid if entry.gpu else None),
+                     **call.env},
+                cwd=workdir.work, workspace=ctx.workspace, limits=limits, network=entry.network,
+                stdin=stdin, secrets=secrets, gpu=entry.gpu,
+                gpu_index=ctx.gpu_index if entry.gpu else None, executable_fd=executable,
+                ro_paths=tuple(entry.read_only))
+            finished = await self.sandbox.run(spec, on_line=ctx.report_log,
+                                               on_started=ctx.report_pid)
+        finally:
+            os.close(executable)
         raise_for_failure(finished)
-        stdout = logs.redact(finished.stdout.decode("utf-8", "replace"))
+        stdout = logs.redact(finished.stdout.decode("utf-8", "replace"))  # a courtesy only
         result: dict[str, Any] = {"status": "completed", "command": call.name, "exit_code": 0,
                                   "stdout": stdout}
         if entry.output == "json":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,18 +20,21 @@ from typing import Any
 
 from ..artifacts import Uploader
 from ..codes import ErrorCode
-from ..sandbox import JobSpec, Sandbox
-from ..sandbox.results import completed, raise_for_failure
+from ..sandbox import Isolation, JobSpec, Sandbox
+from ..sandbox.isolation import interpreter_paths
 from ..sandbox.workdir import WorkDir
 from .base import JobFailed, RunContext, RunOutput, SlotKind
-from .cli import job_secrets, make_sandbox, make_uploader
+from .cli import job_secrets, make_uploader
+from .results import completed, raise_for_failure
+from .sandboxed import SandboxedRunner, make_sandbox
 from .settings import PythonFunction, RunnerSettings
 
 PYCALL = Path(__file__).resolve().parent.parent / "sandbox" / "pycall.py"
-RESULT_FILE = "python-result.json"
+PYCALL_IN_SANDBOX = "/opt/aitbc/pycall.py"  # bound read-only there; nothing else of the agent's
+RESULT_FILE = ".aitbc-result.json"  # in the job's work folder, copied back with it
 
 
-class PythonRunner:
+class PythonRunner(SandboxedRunner):
     name = "python"
     job_types = frozenset({"python"})
     slot_kind = SlotKind.CPU
@@ -42,9 +46,6 @@ class PythonRunner:
         self.sandbox = sandbox or make_sandbox(settings)
         self.uploader = uploader if uploader is not None else make_uploader(settings, None)
         self.python = str(settings.python.executable or sys.executable)
-
-    def available(self) -> bool:
-        return True
 
     def capabilities(self) -> Mapping[str, Any]:
         return {"python_functions": sorted(self.functions)}
@@ -60,16 +61,22 @@ class PythonRunner:
                             "function")
         workdir = await asyncio.to_thread(WorkDir.prepare, ctx.workspace)
         stdin = ctx.workspace / "input.json"
-        result_file = ctx.workspace / RESULT_FILE
+        result_file = workdir.work / RESULT_FILE
         await asyncio.to_thread(stdin.write_text, json.dumps(dict(payload)))
-        argv = [self.python, "-I", str(PYCALL), "--result", str(result_file)]
-        for path in self.settings.python.paths:
+        isolated = self.sandbox.isolation is Isolation.BWRAP
+        python = os.path.realpath(self.python)
+        argv = [python, "-I", PYCALL_IN_SANDBOX if isolated else str(PYCALL),
+                "--result", str(result_file)]
+        paths = tuple(self.settings.python.paths)
+        for path in paths:
             argv += ["--path", str(path)]
         spec = JobSpec(
             job_id=ctx.job_id, argv=[*argv, target],
             env=workdir.base_env(ctx.job_id, None), cwd=workdir.work, workspace=ctx.workspace,
             limits=self.settings.limits.merged(function.limits), network=function.network,
-            stdin=stdin, secrets=job_secrets(self.settings, function.secrets))
+            stdin=stdin, secrets=job_secrets(self.settings, function.secrets),
+            ro_paths=(*interpreter_paths(python), *paths),
+            ro_files={PYCALL_IN_SANDBOX: PYCALL})
         finished = await self.sandbox.run(spec, on_line=ctx.report_log,
                                            on_started=ctx.report_pid)
         raise_for_failure(finished)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -110,6 +110,11 @@ class ArtifactSettings(_Section):
 
 
 class RunnerSettings(_Section):
+    isolation: Literal["bwrap", "none"] = Field(
+        "bwrap", description="bwrap: every process job in a bubblewrap sandbox (refused where "
+        "it cannot be built); none: no sandbox, announced as a warning everywhere")
+    job_user: str = Field("aitbc-job", min_length=1,
+                          description="The unprivileged user jobs run as when the agent is root")
     allowlist_dirs: list[Path] = Field(
         default_factory=default_allowlist_dirs,
         description="Folders of allowlist YAML files (system first; later ones override)")

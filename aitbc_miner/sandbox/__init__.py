@@ -6,11 +6,13 @@ host can isolate), and ``StopReason``.
 """
 
 from .features import SandboxFeatures, host_features, probe
+from .isolation import Isolation
 from .limits import Limits, NetworkPolicy
 from .outcome import Finished, StopReason
 from .process import SIGINT_GRACE_S, SIGTERM_GRACE_S, JobSpec, Sandbox
 
 __all__ = [
-    "SIGINT_GRACE_S", "SIGTERM_GRACE_S", "Finished", "JobSpec", "Limits", "NetworkPolicy",
+    "SIGINT_GRACE_S", "SIGTERM_GRACE_S", "Finished", "Isolation", "JobSpec", "Limits",
+    "NetworkPolicy",
     "Sandbox", "SandboxFeatures", "StopReason", "host_features", "probe",
 ]

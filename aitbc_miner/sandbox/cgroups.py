@@ -163,6 +163,12 @@ class JobCgroup:
                 return int(parts[1])
         return None
 
+    def oom_file(self) -> str | None:
+        """The file whose ``oom_kill`` line counts the job's OOM kills."""
+        name = "memory.events" if self.mode is CgroupMode.V2 else "memory.oom_control"
+        path = self._file("memory", name)
+        return None if path is None else str(path)
+
     def oom_kills(self) -> int:
         """How many of the job's processes the kernel OOM-killed inside its limit."""
         if self.mode is CgroupMode.V2:
@@ -301,15 +307,24 @@ def detect(*, mountinfo: Path = Path("/proc/self/mountinfo"),
             base = _under(mount, own.get(ctrl, "/")) / PREFIX
             try:
                 base.mkdir(exist_ok=True)
+                _try_subtree(base)  # the folder may be another agent's (e.g. root's)
                 bases[ctrl] = base
             except OSError as exc:
-                reasons.append(f"v1 {ctrl}: {exc.strerror or exc}")
+                reasons.append(f"v1 {ctrl}: {base}: {exc.strerror or exc}")
     missing = [c for c in V1_REQUIRED if c not in bases]
     if not missing:
         return _pruned(CgroupHost(CgroupMode.V1, bases))
     if not reasons:
         reasons.append(f"no writable cgroup hierarchy with {', '.join(missing)}")
     return CgroupHost(CgroupMode.NONE, reason="; ".join(reasons))
+
+
+def _try_subtree(base: Path) -> None:
+    """Make and remove a group where jobs' groups will go: proof we may, not a guess from
+    the folder's existence or mode (``OSError`` if we may not)."""
+    probe = base / f"probe-{os.getpid()}"
+    probe.mkdir()
+    probe.rmdir()
 
 
 def _pruned(host: CgroupHost) -> CgroupHost:
@@ -337,4 +352,5 @@ def _prepare_v2(own: Path) -> CgroupHost:
         (agent / "cgroup.procs").write_text(str(os.getpid()))
         (own / "cgroup.subtree_control").write_text(wanted)
         log.info("moved the agent into %s so job cgroups can have controllers", agent)
+    _try_subtree(own)
     return CgroupHost(CgroupMode.V2, {"unified": own})

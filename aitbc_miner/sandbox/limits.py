@@ -40,6 +40,8 @@ class Limits(BaseModel):
     processes: int = Field(256, ge=1, description="pids.max of the job's cgroup (RLIMIT_NPROC "
                            "without cgroups; that one counts every process of the user)")
     file_size_mb: int | None = Field(1024, ge=1, description="RLIMIT_FSIZE: largest file written")
+    disk_mb: int = Field(1024, ge=1, description="Size of the job's workspace (a tmpfs, which "
+                         "is also its /tmp); filling it is E_DISK")
     output_bytes: int = Field(8 * MIB, ge=1024,
                               description="stdout + stderr bytes before E_OUTPUT_LIMIT")
     log_bytes: int = Field(1 * MIB, ge=0, description="Bytes of each stream kept as a log file")

@@ -16,7 +16,6 @@ from enum import StrEnum
 from typing import Any
 
 from ..codes import ErrorCode
-from ..runners.base import JobFailed
 from .limits import Limits
 
 # What a process that ran out of address space (RLIMIT_AS, no cgroup) tends to print.
@@ -45,6 +44,10 @@ class Finished:
     setup_error: str | None = None
     oom_kills: int = 0
     memory_by_cgroup: bool = False
+    memory_sampled_over: int = 0  # without a cgroup: the job's total when it was killed
+    disk_full: bool = False  # the job filled its workspace tmpfs
+    copy_error: str | None = None  # its files could not be copied back to the host
+    executable_fd: int | None = None  # the checked executable's descriptor, if it had one
     stdout: bytes = b""
     stderr_tail: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -53,10 +56,9 @@ class Finished:
     def ok(self) -> bool:
         return self.failure() is None
 
-    def failure(self) -> JobFailed | None:
-        """The error to report, or None for a clean exit 0."""
-        code, message = self._classify() or (None, "")
-        return None if code is None else JobFailed(code, message, self.metrics)
+    def failure(self) -> tuple[ErrorCode, str] | None:
+        """The error code and message to report, or None for a clean exit 0."""
+        return self._classify()
 
     def _classify(self) -> tuple[ErrorCode, str] | None:
         lim = self.limits
@@ -68,7 +70,28 @@ class Finished:
                     "stdout and stderr; stopped")
         if self.stopped is StopReason.TIMEOUT:
             return ErrorCode.E_TIMEOUT, f"limits.timeout_s: ran past {lim.timeout_s:g}s; stopped"
-        return self._by_kernel() or self._by_exit()
+        if self.copy_error is not None:
+            return (ErrorCode.E_DISK,
+                    f"workspace: could not copy the job's files back: {self.copy_error}")
+        bwrap_said = self.stderr_tail.lstrip() if self.exit_code == 1 else ""
+        if self.executable_fd is not None and bwrap_said.startswith(
+                f"bwrap: Can't find source path /proc/self/fd/{self.executable_fd}:"):
+            return (ErrorCode.E_DENY, "executable.changed: the allowlisted file was replaced "
+                    "or removed while the job started; not run")
+        if self.exit_code == 1 and self.stderr_tail.lstrip().startswith("bwrap: execvp"):
+            return (ErrorCode.E_INTERNAL,
+                    f"sandbox: could not start the executable: {_tail(self.stderr_tail)}")
+        if self.exit_code == 1 and self.stderr_tail.lstrip().startswith("bwrap:"):
+            return (ErrorCode.E_SANDBOX_UNAVAILABLE,
+                    f"sandbox: bubblewrap could not build the sandbox: {_tail(self.stderr_tail)}")
+        return self._by_kernel() or self._by_disk() or self._by_exit()
+
+    def _by_disk(self) -> tuple[ErrorCode, str] | None:
+        if self.disk_full and self.exit_code != 0:
+            return (ErrorCode.E_DISK,
+                    f"limits.disk_mb: filled its {self.limits.disk_mb} MiB workspace: "
+                    f"{_tail(self.stderr_tail, 200)}")
+        return None
 
     def _by_kernel(self) -> tuple[ErrorCode, str] | None:
         """The kernel enforced a limit: an OOM kill in the cgroup, SIGXCPU or SIGXFSZ."""
@@ -77,6 +100,11 @@ class Finished:
             return (ErrorCode.E_OOM,
                     f"limits.memory_mb: hit its memory limit of {lim.memory_mb} MiB "
                     f"({self.oom_kills} process(es) killed by the kernel)")
+        if self.memory_sampled_over:
+            return (ErrorCode.E_OOM,
+                    f"limits.memory_mb: its processes together used "
+                    f"{self.memory_sampled_over >> 20} MiB, over its {lim.memory_mb} MiB limit; "
+                    "stopped")
         if self.signal == signal.SIGXCPU:
             return (ErrorCode.E_TIMEOUT,
                     f"limits.cpu_seconds: used more than {lim.cpu_seconds} CPU seconds")
@@ -104,6 +132,8 @@ class Finished:
 
 
 def _setup_failure(stage: str, error: str) -> tuple[ErrorCode, str]:
+    if stage in ("sandbox", "user"):
+        return ErrorCode.E_SANDBOX_UNAVAILABLE, f"sandbox: {error}; not run"
     if stage == "network":  # never run a `none` job with the host's network instead
         return (ErrorCode.E_DENY,
                 f"network.none: could not isolate the job's network ({error}); not run")

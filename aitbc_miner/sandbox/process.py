@@ -13,6 +13,7 @@ job's cgroup, so nothing the job started outlives it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -25,6 +26,15 @@ from typing import Any, TypeVar
 
 from .cgroups import CgroupMode, JobCgroup
 from .features import LAUNCHER, SandboxFeatures, host_features
+from .isolation import (
+    SECRETS_MOUNT,
+    Isolation,
+    JobUser,
+    bwrap_args,
+    find_bwrap,
+    gpu_nodes,
+    job_user,
+)
 from .limits import MIB, Limits, NetworkPolicy
 from .outcome import Finished, StopReason
 from .output import LineSink, OutputBudget, StreamCapture
@@ -54,6 +64,10 @@ class JobSpec:
     stdin: Path | None = None
     secrets: Mapping[str, bytes] = field(default_factory=dict)
     gpu: bool = False
+    gpu_index: str | None = None  # which GPU's device nodes the job may open
+    executable_fd: int | None = None  # the checked file: runs by descriptor, not by path
+    ro_paths: tuple[Path, ...] = ()  # more the job may read, at their own paths
+    ro_files: Mapping[str, Path] = field(default_factory=dict)  # sandbox path -> host file
 
 
 class Sandbox:
@@ -61,28 +75,63 @@ class Sandbox:
 
     def __init__(self, features: SandboxFeatures | None = None, *,
                  sigint_grace_s: float = SIGINT_GRACE_S, sigterm_grace_s: float = SIGTERM_GRACE_S,
-                 python: str = sys.executable) -> None:
+                 python: str = sys.executable, isolation: Isolation = Isolation.BWRAP,
+                 job_user: str = "aitbc-job", dev: Path = Path("/dev")) -> None:
         self._features = features
         self.sigint_grace_s = sigint_grace_s
         self.sigterm_grace_s = sigterm_grace_s
         self.python = python
+        self.isolation = isolation
+        self.job_user_name = job_user
+        self.dev = dev
+        self.bwrap = find_bwrap()
         self._noticed = False
+
+    @property
+    def user(self) -> JobUser | None:
+        """Who jobs run as when the agent is root (None: as the agent's own user)."""
+        return job_user(self.job_user_name) if os.geteuid() == 0 else None
 
     @property
     def features(self) -> SandboxFeatures:
         """The host's isolation (probed on first use; blocking, so ``run`` probes in a thread)."""
         if self._features is None:
-            self._features = host_features()
+            self._features = host_features(self.bwrap, self.user)
         return self._features
+
+    async def prepare(self) -> None:
+        """Probe the host off the event loop, so ``unavailable`` never blocks it."""
+        if self._features is None:
+            self._features = await asyncio.to_thread(host_features, self.bwrap, self.user)
+
+    def warnings(self) -> list[str]:
+        """What every screen and log must say about how jobs are (not) contained."""
+        if self.isolation is Isolation.NONE:
+            return ["ISOLATION OFF: process jobs run without a sandbox (runners.isolation: none)"]
+        if self._features is not None and (problem := self.unavailable()):
+            return [f"process jobs refused: {problem}"]
+        return []
+
+    def unavailable(self) -> str | None:
+        """Why no process job can run here, or None. Never true for ``isolation: none``
+        unless the agent is root without a job user: jobs never run as root."""
+        if os.geteuid() == 0 and self.user is None:
+            return (f"the agent runs as root and the job user {self.job_user_name!r} does not "
+                    "exist (or is root); jobs never run as root")
+        if self.isolation is Isolation.BWRAP and not self.features.bwrap:
+            return f"bubblewrap cannot build a sandbox here: {self.features.bwrap_error}"
+        return None
 
     async def run(self, spec: JobSpec, on_line: LineSink | None = None,
                   on_started: Callable[[int], None] | None = None) -> Finished:
         """Run ``spec`` to its end. Raises ``CancelledError`` (after the kill) when canceled.
         ``on_started`` gets the job's main pid once it runs."""
-        if self._features is None:
-            self._features = await asyncio.to_thread(host_features)
-        features = self._features
-        if spec.network is NetworkPolicy.NONE and not features.netns:
+        await self.prepare()
+        features = self.features
+        if problem := self.unavailable():
+            return _not_started(spec, "sandbox", problem)
+        isolated = self.isolation is Isolation.BWRAP
+        if not isolated and spec.network is NetworkPolicy.NONE and not features.netns:
             return _not_started(spec, "network", "this host has no network namespaces")
         try:
             cgroup = self._cgroup(spec)
@@ -91,10 +140,14 @@ class Sandbox:
         job = _Job(spec, cgroup, on_started)
         secrets: SecretsDir | None = None
         try:
-            if spec.secrets:
+            user = self.user
+            if not isolated and user is not None:
+                await asyncio.to_thread(_hand_over, spec, user)
+            if spec.secrets and not isolated:
                 secrets = SecretsDir.create(spec.secrets, private_tmpfs=features.private_tmpfs,
-                                            mount_point=spec.workspace / "secrets")
-            await job.start(self.python, self._launch_spec(spec, cgroup, secrets), on_line)
+                                            mount_point=spec.workspace / "secrets", owner=user)
+            launch = self._launch_spec(spec, cgroup, secrets)
+            await job.start(self.python, launch, on_line, spec.executable_fd)
             stopped = await job.wait_main(spec.limits.timeout_s)
             if stopped is not None or not job.main_gone():
                 await self._escalate(job)
@@ -124,6 +177,20 @@ class Sandbox:
         env = dict(spec.env)
         if secrets is not None:
             env["AITBC_SECRETS_DIR"] = str(secrets.path)
+        extra: dict[str, Any] = {}
+        if self.isolation is Isolation.BWRAP:
+            extra = self._bwrap_spec(spec)
+            if spec.secrets:
+                env["AITBC_SECRETS_DIR"] = SECRETS_MOUNT
+        user = self.user
+        if user is not None:
+            extra["user"] = [user.uid, user.gid]
+        if spec.executable_fd is not None:
+            extra.setdefault("executable_fd", spec.executable_fd)
+        if cgroup is None and lim.memory_mb is not None:
+            extra["memory_watch"] = lim.memory_mb * MIB  # the whole job, not each process
+        elif cgroup is not None and lim.memory_mb is not None:
+            extra["oom_watch"] = cgroup.oom_file()  # one OOM kill ends the whole job
         rlimits: dict[str, Any] = {"NOFILE": lim.open_files, "CORE": 0}
         memory = lim.rlimit_memory_mb(cgroup_memory=cgroup is not None, gpu=spec.gpu)
         if memory is not None:
@@ -141,8 +208,21 @@ class Sandbox:
             "ioprio": ([IOPRIO_CLASS[lim.ionice], lim.ionice_level] if lim.ionice != "none"
                        else None),
             "cgroup_procs": cgroup.procs_files if cgroup is not None else [],
-            **(secrets.spec_fields() if secrets is not None else {}),
+            **(secrets.spec_fields() if secrets is not None else {}), **extra,
         }
+
+    def _bwrap_spec(self, spec: JobSpec) -> dict[str, Any]:
+        args, opened = bwrap_args(
+            work=spec.cwd, network=spec.network, ro_paths=spec.ro_paths, ro_files=spec.ro_files,
+            executable=Path(spec.argv[0]) if spec.executable_fd is not None else None,
+            secrets=bool(spec.secrets), gpu_devices=gpu_nodes(spec.gpu_index, self.dev))
+        found: dict[str, Any] = {
+            "bwrap": args, "bwrap_path": self.bwrap, "open": opened,
+            "workspace_fs": {"path": str(spec.cwd), "size": spec.limits.disk_mb * MIB,
+                             "dirs": ["out", "tmp"], "skip": ["tmp"]}}
+        if spec.secrets:
+            found["secrets"] = {k: base64.b64encode(v).decode() for k, v in spec.secrets.items()}
+        return found
 
     async def _escalate(self, job: _Job) -> None:
         """SIGINT, wait, SIGTERM, wait, SIGKILL; stop early once the main process is gone."""
@@ -154,6 +234,14 @@ class Sandbox:
             if await job.wait_gone(grace):
                 return
         job.signal(signal.SIGKILL)
+
+
+def _hand_over(spec: JobSpec, user: JobUser) -> None:
+    """Without a sandbox, a root agent's job user must reach its own folders: they become
+    its own, and its workspace may be passed through (not listed) by others."""
+    spec.workspace.chmod(0o711)
+    for folder in (spec.cwd, *(p for p in spec.cwd.iterdir() if p.is_dir())):
+        os.chown(folder, user.uid, user.gid)
 
 
 def _not_started(spec: JobSpec, stage: str, error: str) -> Finished:
@@ -185,14 +273,16 @@ class _Job:
         self.transports: list[asyncio.BaseTransport] = []
         self.captures: list[StreamCapture] = []
 
-    async def start(self, python: str, launch: dict[str, Any], on_line: LineSink | None) -> None:
+    async def start(self, python: str, launch: dict[str, Any], on_line: LineSink | None,
+                    executable_fd: int | None = None) -> None:
         loop = asyncio.get_running_loop()
         (control_r, control_w), (status_r, status_w) = os.pipe(), os.pipe()
         (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
+        passed = (status_w,) if executable_fd is None else (status_w, executable_fd)
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 python, "-I", "-S", str(LAUNCHER), str(status_w), stdin=control_r,
-                stdout=out_w, stderr=err_w, pass_fds=(status_w,), env={"PATH": "/usr/bin:/bin"},
+                stdout=out_w, stderr=err_w, pass_fds=passed, env={"PATH": "/usr/bin:/bin"},
                 cwd=str(self.spec.cwd))
         except BaseException:
             for fd in (control_w, status_r, out_r, err_r):
@@ -278,6 +368,7 @@ class _Job:
         """Collect the outcome once the launcher has reaped and swept everything."""
         await self._launcher_exit()
         oom = self.cgroup.oom_kills() if self.cgroup else 0
+        done = self.events.get("done", {})
         metrics = self._metrics()
         await self._empty_cgroup()
         if await self._drain():
@@ -302,6 +393,9 @@ class _Job:
             setup_stage=setup["stage"] if setup else None,
             setup_error=setup["error"] if setup else None, oom_kills=oom,
             memory_by_cgroup=self.cgroup is not None and self.spec.limits.memory_mb is not None,
+            memory_sampled_over=int(done.get("memory_over") or 0),
+            disk_full=done.get("disk_full") is True, copy_error=done.get("copy_error"),
+            executable_fd=self.spec.executable_fd,
             stdout=bytes(out.kept), stderr_tail=err.tail, metrics=metrics)
 
     def _metrics(self) -> dict[str, Any]:
@@ -313,6 +407,10 @@ class _Job:
         }
         if self.cgroup is not None:
             metrics.update(self.cgroup.metrics())
+        elif done.get("memory_sampled_peak"):
+            metrics["memory_peak_bytes"] = int(done["memory_sampled_peak"])
+        if "disk_used" in done:
+            metrics["disk_used_bytes"] = int(done["disk_used"])
         metrics["sandbox"] = self.cgroup.mode.value if self.cgroup else "rlimits"
         return metrics
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .isolation import JobUser
+
 SECRET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SHM = Path("/dev/shm")
 
@@ -35,7 +37,7 @@ class SecretsDir:
 
     @classmethod
     def create(cls, values: Mapping[str, bytes], *, private_tmpfs: bool,
-               mount_point: Path) -> SecretsDir:
+               mount_point: Path, owner: JobUser | None = None) -> SecretsDir:
         for name in values:
             if not SECRET_NAME.fullmatch(name):
                 raise ValueError(f"secret name {name!r} is not a safe file name")
@@ -48,6 +50,10 @@ class SecretsDir:
             fd = os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(value)
+            if owner is not None:
+                os.chown(path / name, owner.uid, owner.gid)
+        if owner is not None:
+            os.chown(path, owner.uid, owner.gid)
         return cls(path, False, values)
 
     def spec_fields(self) -> dict[str, Any]:

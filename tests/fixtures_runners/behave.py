@@ -41,7 +41,8 @@ def status() -> None:
     print(json.dumps({"fds": fds, "nice": nice, "ioprio": ioprio, "limits": limits,
                       "cgroup": cgroup,
                       "session_leader": os.getsid(0) == os.getpid(),
-                      "group_leader": os.getpgid(0) == os.getpid(), "env": dict(os.environ),
+                      "group_leader": os.getpgid(0) == os.getpid(), "sid": os.getsid(0),
+                      "env": dict(os.environ),
                       "cwd": os.getcwd(), "argv": sys.argv[1:], "pid": os.getpid()}))
 
 
@@ -73,17 +74,15 @@ def forkbomb() -> None:
             time.sleep(0.01)  # refused by pids.max: keep pressing
 
 
-def stubborn(record: str) -> None:
-    """Ignores SIGINT and SIGTERM, writing down when each came; only SIGKILL ends it."""
+def stubborn() -> None:
+    """Ignores SIGINT and SIGTERM, printing when each came; only SIGKILL ends it."""
 
-    def note(sig: int, _frame: object) -> None:
-        with open(record, "a") as fh:
-            fh.write(f"{signal.Signals(sig).name} {time.monotonic()}\n")
+    def note(sig: int, _frame: object) -> None:  # os.write: the signal may come mid-print
+        os.write(1, f"{signal.Signals(sig).name} {time.monotonic()}\n".encode())
 
     signal.signal(signal.SIGINT, note)
     signal.signal(signal.SIGTERM, note)
-    with open(record, "a") as fh:
-        fh.write(f"START {time.monotonic()}\n")
+    print(f"START {time.monotonic()}", flush=True)
     ready()
     while True:
         signal.pause()
@@ -120,7 +119,7 @@ def net(host: str, port: str) -> None:
         print(json.dumps({"connected": False, "error": exc.__class__.__name__}))
 
 
-def secret(name: str, fifo: str) -> None:
+def secret(name: str) -> None:
     folder = os.environ["AITBC_SECRETS_DIR"]
     path = os.path.join(folder, name)
     with open(path, "rb") as fh:
@@ -132,10 +131,12 @@ def secret(name: str, fifo: str) -> None:
               "file_mode": oct(os.stat(path).st_mode & 0o777), "fs": mounts,
               "in_env": any(value.decode() in v for v in os.environ.values()),
               "in_argv": any(value.decode() in a for a in sys.argv)}
+    released = []
+    signal.signal(signal.SIGUSR1, lambda *_: released.append(1))
     print(json.dumps(report), flush=True)
     ready()
-    with open(fifo) as fh:  # blocks until the test has looked at the process table
-        fh.read()
+    while not released:  # until the test has looked at the process table (SIGUSR1)
+        signal.pause()
 
 
 def spam(count: str) -> None:

@@ -14,9 +14,16 @@ from aitbc_miner.runners.cli import CliRunner
 from aitbc_miner.runners.settings import RunnerSettings
 from aitbc_miner.sandbox import Sandbox
 
-from .helpers import FAST_KILL, write_allowlist
+from .helpers import FAST_KILL, sandbox_or_skip, traversable, write_allowlist
 
 RunnerFactory = Callable[..., CliRunner]
+
+
+@pytest.fixture(autouse=True)
+def job_user_may_pass(tmp_path: Path) -> None:
+    """A root agent's jobs run as an unprivileged user, who must reach what an entry names
+    (pytest's folders are 0700): let them pass through, never list."""
+    traversable(tmp_path)
 
 
 @pytest.fixture
@@ -25,6 +32,8 @@ def make_runner(tmp_path: Path) -> RunnerFactory:
 
     def factory(commands: dict[str, Any], *, sandbox: Sandbox | None = None,
                 slot_kind: SlotKind = SlotKind.CPU, **settings: Any) -> CliRunner:
+        if sandbox is None:
+            sandbox_or_skip()
         folder = write_allowlist(tmp_path / "allowlist.d", commands)
         settings.setdefault("kill", FAST_KILL)
         config = RunnerSettings.model_validate({"allowlist_dirs": [folder], **settings})

@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,35 @@ import pytest
 import yaml
 
 from aitbc_miner.runners.base import RunContext, SlotKind
-from aitbc_miner.sandbox import host_features
-from aitbc_miner.sandbox.cgroups import CgroupMode
+from aitbc_miner.sandbox import Sandbox, SandboxFeatures
+from aitbc_miner.sandbox.cgroups import CgroupHost, CgroupMode
 
-PY = os.path.realpath(sys.executable)  # allowlist entries must name the real file
+# Allowlist entries must name the real file, and one the job's user can run: a root
+# agent's jobs run as an unprivileged user, who may not reach a Python under /root.
+PY = os.path.realpath(sys.executable if os.geteuid() != 0 or not os.path.exists(
+    "/usr/bin/python3") else "/usr/bin/python3")
 BEHAVE = str(Path(__file__).resolve().parents[1] / "fixtures_runners" / "behave.py")
 FAST_KILL = {"sigint_grace_s": 0.3, "sigterm_grace_s": 0.3}
+
+
+def sandbox_or_skip() -> Sandbox:
+    """A default ``Sandbox``; the test is skipped, saying why, where it cannot run jobs here
+    (no bubblewrap, or a root agent without its job user: ``.ci/run`` provides both)."""
+    sandbox = Sandbox()
+    if problem := sandbox.unavailable():
+        pytest.skip(f"no job sandbox on this host: {problem}")
+    return sandbox
+
+
+def host_features() -> SandboxFeatures:
+    """What a default ``Sandbox`` finds here (bubblewrap, as the user jobs run as)."""
+    return sandbox_or_skip().features
+
+
+def without_cgroups() -> SandboxFeatures:
+    """This host's isolation, minus cgroups: a host where memory is bounded per job by the
+    launcher's sampling alone."""
+    return replace(host_features(), cgroups=CgroupHost(CgroupMode.NONE, reason="test"))
 
 
 def features_or_skip(*, netns: bool = False, cgroup: bool = False, tmpfs: bool = False) -> None:
@@ -41,8 +65,16 @@ def default_network() -> str:
 def behave(mode: str, *, args: dict[str, Any] | None = None, **entry: Any) -> dict[str, Any]:
     """An allowlist entry running ``behave.py <mode>``; by default job args are plain words."""
     rest = {"type": "string", "allow_dash": False}
-    return {"executable": PY, "fixed_args": ["-I", BEHAVE, mode],
+    return {"executable": PY, "fixed_args": ["-I", BEHAVE, mode], "read_only": [BEHAVE],
             "args": args or {"max_count": 4, "rest": rest}, **entry}
+
+
+def traversable(folder: Path) -> None:
+    """Let every user pass through ``folder`` and its parents below /tmp (mode 0711)."""
+    for path in [folder, *folder.parents]:
+        if path in (Path("/"), Path("/tmp")) or path.stat().st_uid != os.geteuid():
+            break
+        path.chmod(path.stat().st_mode & 0o7777 | 0o111)
 
 
 def write_allowlist(folder: Path, commands: dict[str, Any], name: str = "test.yaml") -> Path:

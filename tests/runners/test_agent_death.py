@@ -11,19 +11,19 @@ import psutil
 
 from aitbc_miner.devnet import Devnet
 
-from .helpers import behave, processes_of, write_allowlist
+from .helpers import behave, processes_of, sandbox_or_skip, write_allowlist
 
 AGENT = Path(__file__).resolve().parents[1] / "fixtures_runners" / "agent.py"
 
 
 async def test_killed_agent_takes_its_jobs_along_and_the_restart_reports_interrupted(
         devnet: Devnet, make_engine, run_engine, tmp_path: Path) -> None:
+    sandbox_or_skip()
     # Given an agent in its own process running a job that double-forked a daemon and waits
     allowlist = write_allowlist(tmp_path / "allowlist.d", {"daemon": behave("daemon", args={
-        "max_count": 2, "rules": [{"type": "path", "allow_absolute": True},
-                                  {"type": "enum", "choices": ["stay"]}]})})
+        "max_count": 2, "rules": [{"type": "path"}, {"type": "enum", "choices": ["stay"]}]})})
     job = await devnet.submit_job({"type": "cli", "command": "daemon",
-                                   "args": [str(tmp_path / "daemon.pid"), "stay"]})
+                                   "args": ["daemon.pid", "stay"]})
     agent = await asyncio.create_subprocess_exec(
         sys.executable, str(AGENT), devnet.url, str(tmp_path), str(allowlist),
         stdout=asyncio.subprocess.PIPE)

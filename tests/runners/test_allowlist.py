@@ -176,9 +176,14 @@ def test_writable_executables_and_folders_are_disabled(tmp_path):
     inside.chmod(0o755)
     # When checked
     # Then both are refused, each naming what is writable
-    suffix = "is writable by others (mode 777)"
-    assert executable_problem(program) == f"executable.writable: {program} {suffix}"
-    assert executable_problem(inside) == f"executable.writable: {shared} {suffix}"
+    suffix = ("is writable by its group or others (mode {}); only root or the miner's user "
+              "may change it")
+    assert executable_problem(program) == \
+        f"executable.writable: {program} {suffix.format(777)}"
+    assert executable_problem(inside) == f"executable.writable: {shared} {suffix.format(777)}"
+    # And so is a program in a folder only its group may write (the swap of issue 8)
+    shared.chmod(0o775)
+    assert executable_problem(inside) == f"executable.writable: {shared} {suffix.format(775)}"
     # And a program replaced by a writable one after loading is refused at run time
     safe = loose / "safe"
     safe.write_bytes(b"#!/bin/sh\n")
@@ -221,7 +226,8 @@ def test_untrusted_or_broken_files_are_skipped_and_later_folders_override(tmp_pa
     assert sorted(allowlist.entries) == ["a", "b"]
     assert allowlist.entries["b"].fixed_args[-1] == "lines"
     assert any("broken.yaml: skipped" in p for p in allowlist.problems)
-    assert any("zz-loose.yaml: ignored: writable by others" in p for p in allowlist.problems)
+    assert any(p.startswith("allowlist.writable:") and "zz-loose.yaml: ignored: writable by "
+               "its group or others (mode 666)" in p for p in allowlist.problems)
 
 
 def test_entries_needing_unconfigured_secrets_are_disabled(tmp_path):

@@ -20,7 +20,7 @@ from aitbc_miner.runners.base import JobFailed
 from aitbc_miner.runners.cli import CliRunner
 from aitbc_miner.runners.settings import ArtifactSettings, RunnerSettings
 
-from .helpers import FAST_KILL, behave, write_allowlist
+from .helpers import FAST_KILL, behave, sandbox_or_skip, write_allowlist
 
 SMALL = ArtifactSettings(inline_max_bytes=100, inline_total_bytes=150, max_files=5)
 
@@ -124,7 +124,8 @@ async def test_the_result_reaches_the_client_with_its_manifest_after_the_upload(
         "allowlist_dirs": [folder], "kill": FAST_KILL,
         "artifacts": {"inline_max_bytes": 1000,
                       "upload_url": url + "/v1/miners/{job_id}/artifacts"}})
-    cli = CliRunner(settings, allowlist=Allowlist.load([folder]), uploader=_uploader(url))
+    cli = CliRunner(settings, allowlist=Allowlist.load([folder]), uploader=_uploader(url),
+                    sandbox=sandbox_or_skip())
     big = await devnet.submit_job({"type": "cli", "command": "write", "args": ["big.bin", "5000"]})
     small = await devnet.submit_job({"type": "cli", "command": "write", "args": ["s.bin", "10"]})
     engine = make_engine(devnet.url, registry=RunnerRegistry([cli]),

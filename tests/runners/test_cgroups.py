@@ -78,3 +78,36 @@ def test_no_writable_hierarchy_means_rlimits_with_a_reason(tmp_path):
     assert host.mode is CgroupMode.NONE
     assert host.reason == "no writable cgroup hierarchy with memory, pids"
 
+
+
+def test_a_folder_another_user_made_is_not_taken_for_writable(tmp_path):
+    """An unprivileged agent on a host where a root agent once ran: the root-owned
+    ``aitbc-miner`` folder exists, but no job group can be made in it."""
+    import json
+    import subprocess
+
+    from tests.unprivileged import as_user
+
+    prefix, env, _ = as_user()
+    # Given v1 memory and pids trees (traversable, root's) where root's agent left its folder
+    memory, pids = tmp_path / "memory", tmp_path / "pids"
+    for base in (memory, pids):
+        (base / "aitbc-miner").mkdir(parents=True)
+    mountinfo, self_cgroup = _tree(tmp_path, [
+        f"{memory} rw - cgroup cgroup rw,memory", f"{pids} rw - cgroup cgroup rw,pids"],
+        "4:memory:/\n8:pids:/\n")
+    for path in [tmp_path, *tmp_path.parents]:
+        if path == Path("/tmp"):
+            break
+        path.chmod(0o755)
+    # When the unprivileged agent detects its cgroups
+    code = ("import json; from pathlib import Path; from aitbc_miner.sandbox.cgroups import "
+            f"detect; h = detect(mountinfo=Path({str(mountinfo)!r}), "
+            f"self_cgroup=Path({str(self_cgroup)!r})); "
+            "print(json.dumps([h.mode.value, h.reason]))")
+    done = subprocess.run([*prefix, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=60, check=True)
+    mode, reason = json.loads(done.stdout)
+    # Then it finds no usable hierarchy, and says which folder refused it
+    assert mode == "none"
+    assert f"{memory / 'aitbc-miner'}: Permission denied" in reason

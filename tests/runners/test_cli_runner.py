@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -9,9 +10,9 @@ import pytest
 
 from aitbc_miner.codes import ErrorCode
 from aitbc_miner.runners.base import JobFailed, SlotKind
-from aitbc_miner.sandbox import Sandbox, SandboxFeatures
+from aitbc_miner.sandbox import Sandbox
 
-from .helpers import FAST_KILL, behave, make_ctx
+from .helpers import FAST_KILL, Lines, behave, make_ctx, processes_of, without_cgroups
 
 CAT = {"executable": "/usr/bin/cat", "stdin_max_bytes": 1000}
 
@@ -79,7 +80,7 @@ async def test_gpu_entries_run_only_on_gpu_slots_and_see_only_their_gpu(make_run
 
 async def test_without_cgroups_the_miner_says_so_once(make_runner, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="aitbc_miner.sandbox.process")
-    sandbox = Sandbox(SandboxFeatures(netns=False, private_tmpfs=False), **FAST_KILL)
+    sandbox = Sandbox(without_cgroups(), **FAST_KILL)
     runner = make_runner({"echo": behave("echo", network="host")}, sandbox=sandbox)
     for _ in range(2):
         output = await runner.run({"type": "cli", "command": "echo", "args": ["x"]},
@@ -90,12 +91,21 @@ async def test_without_cgroups_the_miner_says_so_once(make_runner, tmp_path, cap
 
 
 async def test_the_job_main_pid_is_reported_for_gpu_accounting(make_runner, tmp_path):
-    # Given a job that prints its own pid
-    runner = make_runner({"status": behave("status")})
-    ctx = make_ctx(tmp_path)
+    # Given a job that waits once it is ready
+    runner = make_runner({"wait": behave("wait")})
+    lines = Lines()
+    ctx = make_ctx(tmp_path, lines=lines)
     reported: list[int] = []
     ctx.report_pid = reported.append
     # When it runs
-    output = await runner.run({"type": "cli", "command": "status"}, ctx)
-    # Then the runner told the engine that very pid (the GPU sampler matches it in NVML)
-    assert reported == [json.loads(output.result["stdout"])["pid"]]
+    task = asyncio.create_task(runner.run({"type": "cli", "command": "wait"}, ctx))
+    try:
+        await lines.wait_for("ready")
+        # Then the runner told the engine the host pid of the job's own process (the one
+        # the GPU sampler sees in NVML), not bubblewrap's
+        [job] = [p for p in processes_of(ctx.job_id) if p.name() != "bwrap"]
+        assert reported == [job.pid]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

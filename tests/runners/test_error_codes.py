@@ -26,7 +26,7 @@ from aitbc_miner.runners.cli import CliRunner
 from aitbc_miner.runners.python import PythonRunner
 from aitbc_miner.runners.settings import RunnerSettings
 
-from .helpers import FAST_KILL, behave, default_network, write_allowlist
+from .helpers import FAST_KILL, PY, behave, default_network, sandbox_or_skip, write_allowlist
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures_runners"
 During = Callable[[Any, Any, str], Awaitable[None]]
@@ -72,12 +72,15 @@ CASES: dict[ErrorCode, Case] = {
         "(last: HTTP 503)"),
     ErrorCode.E_INTERNAL: Case({"type": "cli", "command": "broken"},
                                "sandbox: could not start the executable: "),
+    ErrorCode.E_DISK: Case({"type": "cli", "command": "fill", "args": ["big.bin", "3000000"]},
+                           "limits.disk_mb: filled its 1 MiB workspace"),
 }
 # Produced by a dedicated test, or by a runner outside this issue.
 ELSEWHERE = {
     ErrorCode.E_INTERRUPTED: "test_agent_death.py (the agent is killed mid-job)",
     ErrorCode.E_MODEL_NOT_FOUND: "the Ollama runner",
     ErrorCode.E_GPU_LOST: "the GPU monitor",
+    ErrorCode.E_SANDBOX_UNAVAILABLE: "test_isolation.py (a host without bubblewrap)",
 }
 
 
@@ -103,17 +106,20 @@ def registry(tmp_path: Path, artifact_store: Any) -> RunnerRegistry:
         "spam": behave("spam", limits={"output_bytes": 65536}),
         "wait": behave("wait"),
         "write": behave("write", args={"max_count": 2, "rest": {"type": "string"}}),
+        "fill": behave("write", args={"max_count": 2, "rest": {"type": "string"}},
+                       limits={"disk_mb": 1}),
         "broken": {"executable": str(garbage)},
     })
     settings = RunnerSettings.model_validate({
         "allowlist_dirs": [folder], "kill": FAST_KILL,
         "artifacts": {"inline_max_bytes": 100, "upload_url": url + "/v1/miners/{job_id}/artifacts"},
-        "python": {"paths": [str(FIXTURES)], "functions": [
+        "python": {"executable": PY, "paths": [str(FIXTURES)], "functions": [
             {"target": "trusted_jobs:bad_result", "network": default_network()}]},
     })
     uploader = Uploader(settings.artifacts.upload_url or "", attempts=2,
                         backoff=Backoff(base_s=0.01, cap_s=0.02))
-    cli = CliRunner(settings, allowlist=Allowlist.load([folder]), uploader=uploader)
+    cli = CliRunner(settings, allowlist=Allowlist.load([folder]), uploader=uploader,
+                    sandbox=sandbox_or_skip())
     return RunnerRegistry([cli, PythonRunner(settings)])
 
 

@@ -11,17 +11,25 @@ import pytest
 
 from aitbc_miner.sandbox import probe
 from aitbc_miner.sandbox.features import LAUNCHER
+from aitbc_miner.sandbox.isolation import find_bwrap
 
 from .helpers import PY
 
 
 def test_probe_reports_each_isolation_with_its_reason():
-    found = probe()
+    found = probe(find_bwrap())
     # Each finding is a plain yes/no, and a "no" always comes with a note saying why
     assert isinstance(found.netns, bool) and isinstance(found.private_tmpfs, bool)
-    if not (found.netns and found.private_tmpfs):
+    assert isinstance(found.bwrap, bool)
+    if not (found.netns and found.private_tmpfs and found.bwrap):
         assert found.notes
-    assert found.describe().count(",") == 2
+    assert found.describe().count(",") == 3
+
+
+def test_without_bubblewrap_the_probe_says_so():
+    found = probe(None)
+    assert found.bwrap is False and found.bwrap_error == "no bubblewrap executable"
+    assert found.describe().startswith("no bubblewrap (no bubblewrap executable)")
 
 
 def test_an_unprivileged_agent_isolates_through_a_user_namespace():

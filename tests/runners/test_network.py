@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from aitbc_miner.codes import ErrorCode
 from aitbc_miner.runners.base import JobFailed
-from aitbc_miner.sandbox import Sandbox, SandboxFeatures
+from aitbc_miner.sandbox import Isolation, Sandbox
 
-from .helpers import FAST_KILL, behave, features_or_skip, make_ctx
+from .helpers import FAST_KILL, behave, features_or_skip, host_features, make_ctx
 
 HOST_PORT = {"max_count": 2, "rules": [{"type": "enum", "choices": ["127.0.0.1"]},
                                        {"type": "int", "min": 1, "max": 65535}]}
@@ -51,8 +52,9 @@ async def test_none_job_cannot_reach_a_loopback_server_and_host_job_can(make_run
 
 
 async def test_none_job_is_refused_where_the_network_cannot_be_isolated(make_runner, tmp_path):
-    # Given a host without network namespaces
-    sandbox = Sandbox(SandboxFeatures(netns=False, private_tmpfs=False), **FAST_KILL)
+    # Given the sandbox turned off, on a host without network namespaces
+    sandbox = Sandbox(replace(host_features(), netns=False), isolation=Isolation.NONE,
+                      **FAST_KILL)
     runner = make_runner({"none": behave("echo", network="none"),
                           "host": behave("echo", network="host")},
                          sandbox=sandbox)

@@ -6,13 +6,25 @@ import asyncio
 import json
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
 from aitbc_miner.codes import ErrorCode
 from aitbc_miner.runners.base import JobFailed
 
-from .helpers import FAST_KILL, Lines, behave, features_or_skip, make_ctx, processes_of
+from .helpers import (
+    BEHAVE,
+    FAST_KILL,
+    PY,
+    Lines,
+    behave,
+    features_or_skip,
+    host_features,
+    make_ctx,
+    processes_of,
+    without_cgroups,
+)
 
 
 async def test_job_starts_in_its_own_session_with_an_empty_signal_mask(make_runner, tmp_path):
@@ -50,7 +62,8 @@ async def test_job_gets_nice_ionice_rlimits_session_and_cgroup(make_runner, tmp_
     assert limits["Max cpu time"][:2] == ["50", "51"]
     assert limits["Max file size"][0] == str(3 << 20)
     assert limits["Max core file size"][0] == "0"
-    assert seen["session_leader"] and seen["group_leader"]
+    # A session of its own: led by the job, or by bubblewrap's init inside its namespace
+    assert (seen["session_leader"] and seen["group_leader"]) or seen["sid"] == 1
     # And it saw only the miner's environment, never the agent's
     assert seen["env"]["PATH"].startswith("/usr/local/sbin") and "VIRTUAL_ENV" not in seen["env"]
     assert seen["env"]["CUDA_VISIBLE_DEVICES"] == ""
@@ -128,13 +141,10 @@ async def test_log_lines_stream_to_the_console_and_land_in_the_workspace(make_ru
 async def test_cancel_escalates_sigint_sigterm_sigkill_with_the_configured_delays(
         make_runner, tmp_path):
     # Given a job that ignores SIGINT and SIGTERM, and delays of 0.3 s each
-    record = tmp_path / "signals.txt"
-    runner = make_runner({"stubborn": behave("stubborn", args={
-        "max_count": 1, "rules": [{"type": "path", "allow_absolute": True}]})})
+    runner = make_runner({"stubborn": behave("stubborn")})
     lines = Lines()
     ctx = make_ctx(tmp_path, lines=lines)
-    task = asyncio.create_task(runner.run(
-        {"type": "cli", "command": "stubborn", "args": [str(record)]}, ctx))
+    task = asyncio.create_task(runner.run({"type": "cli", "command": "stubborn"}, ctx))
     await lines.wait_for("ready")
     # When it is canceled
     started = time.monotonic()
@@ -142,7 +152,7 @@ async def test_cancel_escalates_sigint_sigterm_sigkill_with_the_configured_delay
     with pytest.raises(asyncio.CancelledError):
         await task
     # Then it got SIGINT, SIGTERM 0.3 s later, then SIGKILL, and nothing of it is left
-    events = [line.split() for line in record.read_text().splitlines()]
+    events = [line.split() for line in lines.lines if line.startswith(("START", "SIG"))]
     names = [name for name, _ in events]
     assert names == ["START", "SIGINT", "SIGTERM"]
     gap = float(events[2][1]) - float(events[1][1])
@@ -212,10 +222,10 @@ async def test_memory_hog_is_e_oom_within_its_cgroup(make_runner, tmp_path):
 
 
 async def test_memory_hog_without_cgroups_is_e_oom_by_address_space(make_runner, tmp_path):
-    from aitbc_miner.sandbox import Sandbox, SandboxFeatures
+    from aitbc_miner.sandbox import Sandbox
 
     # Given a host without cgroups: the memory limit becomes RLIMIT_AS
-    found = SandboxFeatures(netns=False, private_tmpfs=False)
+    found = without_cgroups()
     runner = make_runner({"hog": behave("hog", network="host", limits={"memory_mb": 128})},
                          sandbox=Sandbox(found, **FAST_KILL))
     ctx = make_ctx(tmp_path)
@@ -245,24 +255,22 @@ async def test_fork_bomb_is_bounded_by_pids_max_and_cleaned_up(make_runner, tmp_
 
 @pytest.mark.parametrize("with_cgroup", [True, False], ids=["cgroup", "rlimits-only"])
 async def test_double_forked_daemon_does_not_outlive_its_job(make_runner, tmp_path, with_cgroup):
-    from aitbc_miner.sandbox import Sandbox, SandboxFeatures, host_features
+    from aitbc_miner.sandbox import Sandbox
 
     if with_cgroup:
         features_or_skip(cgroup=True)
     # Given a job that double-forks a daemon (new session, ignores SIGINT/SIGTERM) and exits 0
-    found = host_features() if with_cgroup else SandboxFeatures(netns=False, private_tmpfs=False)
+    found = host_features() if with_cgroup else without_cgroups()
     runner = make_runner({"daemon": behave("daemon", network="host", args={
-        "max_count": 2, "rules": [{"type": "path", "allow_absolute": True}, {"type": "enum",
-                                                                            "choices": ["go"]}]})},
+        "max_count": 2, "rules": [{"type": "path"}, {"type": "enum", "choices": ["go"]}]})},
         sandbox=Sandbox(found, **FAST_KILL))
-    pidfile = tmp_path / "daemon.pid"
     ctx = make_ctx(tmp_path)
     # When the job ends successfully
-    output = await runner.run({"type": "cli", "command": "daemon", "args": [str(pidfile), "go"]},
+    output = await runner.run({"type": "cli", "command": "daemon", "args": ["daemon.pid", "go"]},
                               ctx)
-    # Then the daemon it left behind is gone too
+    # Then the daemon it left behind (its pid file is in the job's work folder) is gone too
     assert output.result["exit_code"] == 0
-    daemon_pid = int(pidfile.read_text())
+    daemon_pid = int((ctx.workspace / "work" / "daemon.pid").read_text())
     assert daemon_pid > 0
     assert processes_of(ctx.job_id) == []
 
@@ -283,10 +291,10 @@ async def test_exec_failure_is_e_internal(make_runner, tmp_path):
 
 
 async def test_a_launcher_that_cannot_start_fails_at_once(tmp_path):
-    from aitbc_miner.sandbox import JobSpec, Limits, NetworkPolicy, Sandbox, SandboxFeatures
+    from aitbc_miner.sandbox import JobSpec, Limits, NetworkPolicy, Sandbox
 
     # Given long escalation delays and a sandbox whose launcher cannot even be started
-    sandbox = Sandbox(SandboxFeatures(netns=False, private_tmpfs=False), sigint_grace_s=30,
+    sandbox = Sandbox(host_features(), sigint_grace_s=30,
                       sigterm_grace_s=30, python=str(tmp_path / "no-such-python"))
     spec = JobSpec("j", ["/usr/bin/true"], {}, tmp_path, tmp_path, Limits(),
                    network=NetworkPolicy.HOST)
@@ -296,3 +304,24 @@ async def test_a_launcher_that_cannot_start_fails_at_once(tmp_path):
         await sandbox.run(spec)
     # Then it fails at once (the engine reports E_INTERNAL), without waiting on signals
     assert time.monotonic() - started < 5
+
+
+async def test_without_cgroups_the_memory_cap_still_covers_the_whole_job(make_runner, tmp_path):
+    from aitbc_miner.sandbox import Sandbox
+
+    # Given no cgroups, a 256 MiB cap, and a job of four processes of 100 MiB each (each
+    # one well under the cap, so no per-process limit stops them)
+    hostile = str(Path(BEHAVE).with_name("hostile.py"))
+    runner = make_runner({"memory": {
+        "executable": PY, "fixed_args": ["-I", hostile, json.dumps(
+            {"attack": "memory", "processes": 4, "mib_each": 100})],
+        "read_only": [hostile], "limits": {"memory_mb": 256}}},
+        sandbox=Sandbox(without_cgroups(), **FAST_KILL))
+    ctx = make_ctx(tmp_path)
+    # When it runs
+    with pytest.raises(JobFailed) as caught:
+        await runner.run({"type": "cli", "command": "memory"}, ctx)
+    # Then the launcher's sum of the job's memory stops it, naming the limit
+    assert caught.value.code is ErrorCode.E_OOM
+    assert caught.value.message.startswith("limits.memory_mb: its processes together used ")
+    assert processes_of(ctx.job_id) == []

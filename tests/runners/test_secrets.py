@@ -7,7 +7,9 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -19,17 +21,28 @@ from aitbc_miner.runners import RunnerRegistry
 from aitbc_miner.runners.allowlist import Allowlist
 from aitbc_miner.runners.cli import CliRunner
 from aitbc_miner.runners.settings import RunnerSettings
-from aitbc_miner.sandbox import Sandbox, SandboxFeatures
+from aitbc_miner.sandbox import Isolation, Sandbox
 
-from .helpers import FAST_KILL, Lines, behave, features_or_skip, make_ctx, write_allowlist
+from .helpers import (
+    FAST_KILL,
+    Lines,
+    behave,
+    features_or_skip,
+    host_features,
+    make_ctx,
+    processes_of,
+    sandbox_or_skip,
+    write_allowlist,
+)
 
-ARGS = {"max_count": 2, "rules": [{"type": "enum", "choices": ["api_token"]},
-                                  {"type": "path", "allow_absolute": True}]}
+ARGS = {"max_count": 1, "rules": [{"type": "enum", "choices": ["api_token"]}]}
 
 
-def _release(fifo: Path) -> None:
-    with open(fifo, "w") as fh:  # blocks until the job opens its end
-        fh.write("go\n")
+def _release(job_id: str) -> None:
+    """Let the waiting job finish (SIGUSR1 to its own process, not to bubblewrap's)."""
+    for proc in processes_of(job_id):
+        if proc.name() != "bwrap":
+            proc.send_signal(signal.SIGUSR1)
 
 
 def _in_process_table(secret: str) -> list[str]:
@@ -59,11 +72,9 @@ async def test_secret_reaches_only_the_jobs_file(devnet: Devnet, make_engine, ru
                              {"secret": behave("secret", secrets=["api_token"], args=ARGS)})
     settings = RunnerSettings.model_validate({"allowlist_dirs": [folder], "kill": FAST_KILL,
                                               "secrets": {"api_token": {"value": secret}}})
-    runner = CliRunner(settings, allowlist=Allowlist.load([folder], secrets=["api_token"]))
-    fifo = tmp_path / "go"
-    os.mkfifo(fifo)
-    job = await devnet.submit_job({"type": "cli", "command": "secret",
-                                   "args": ["api_token", str(fifo)]})
+    runner = CliRunner(settings, allowlist=Allowlist.load([folder], secrets=["api_token"]),
+                       sandbox=sandbox_or_skip())
+    job = await devnet.submit_job({"type": "cli", "command": "secret", "args": ["api_token"]})
     engine = make_engine(devnet.url, registry=RunnerRegistry([runner]),
                          pinned_key=devnet.public_key_id)
     events = engine.subscribe()
@@ -74,9 +85,9 @@ async def test_secret_reaches_only_the_jobs_file(devnet: Devnet, make_engine, ru
             if isinstance(event, JobLogLine) and event.line == "ready":
                 break
     seen_by_ps = _in_process_table(secret)
-    secrets_dir = tmp_path / "miner" / "jobs" / job["job_id"] / "secrets"
-    host_view = sorted(os.listdir(secrets_dir))
-    await asyncio.to_thread(_release, fifo)
+    workspace = tmp_path / "miner" / "jobs" / job["job_id"]
+    host_view = sorted(os.listdir(workspace))
+    _release(job["job_id"])
     await engine.wait_until(lambda s: s.counters.delivered == 1, timeout=30)
     await running.stop()
     events.close()
@@ -84,10 +95,11 @@ async def test_secret_reaches_only_the_jobs_file(devnet: Devnet, make_engine, ru
     answer = (await devnet.client_request("GET", f"/jobs/{job['job_id']}/result")).json()
     report = json.loads(answer["result"]["stdout"].splitlines()[0])
     assert report["sha256"] == hashlib.sha256(secret.encode()).hexdigest()
-    assert (report["dir_mode"], report["file_mode"], report["fs"]) == ("0o700", "0o400", ["tmpfs"])
+    assert (report["dir"], report["dir_mode"], report["file_mode"], report["fs"]) == (
+        "/run/secrets", "0o700", "0o400", ["tmpfs"])
     assert report["in_env"] is False and report["in_argv"] is False
-    # ... which the host never saw, and which is gone
-    assert host_view == [] and not secrets_dir.exists()
+    # ... which the host's view of the workspace never held
+    assert "secrets" not in host_view
     # And the value is nowhere else: process table, result, logs, journal, workspace
     assert seen_by_ps == []
     assert secret not in json.dumps(answer)
@@ -97,24 +109,23 @@ async def test_secret_reaches_only_the_jobs_file(devnet: Devnet, make_engine, ru
 
 async def test_without_a_private_tmpfs_secrets_sit_in_a_private_shm_folder_for_the_run_only(
         make_runner, tmp_path: Path) -> None:
-    # Given a host without mount namespaces
+    # Given the sandbox turned off, on a host without mount namespaces
     secret = f"s3cret-{uuid.uuid4().hex}"
-    sandbox = Sandbox(SandboxFeatures(netns=False, private_tmpfs=False), **FAST_KILL)
+    sandbox = Sandbox(replace(host_features(), private_tmpfs=False), isolation=Isolation.NONE,
+                      **FAST_KILL)
     runner = make_runner({"secret": behave("secret", secrets=["api_token"], args=ARGS,
                                            network="host")},
                          sandbox=sandbox, secrets={"api_token": {"value": secret}})
-    fifo = tmp_path / "go"
-    os.mkfifo(fifo)
     lines = Lines()
     ctx = make_ctx(tmp_path, lines=lines)
     task = asyncio.create_task(runner.run(
-        {"type": "cli", "command": "secret", "args": ["api_token", str(fifo)]}, ctx))
+        {"type": "cli", "command": "secret", "args": ["api_token"]}, ctx))
     # When the job has read it
     await lines.wait_for("ready")
     report = json.loads(lines.lines[0])
     folder = Path(report["dir"])
     during = sorted(os.listdir(folder))
-    await asyncio.to_thread(_release, fifo)
+    _release(ctx.job_id)
     output = await task
     # Then it came from a 0400 file in a 0700 folder in /dev/shm, removed after the job
     assert report["sha256"] == hashlib.sha256(secret.encode()).hexdigest()

@@ -70,6 +70,8 @@ def problem(snap: Snapshot, compact: bool = False) -> list[tuple[str, str]]:
     """What needs the operator, in words, for the start of line 2."""
     c = snap.connection
     parts: list[tuple[str, str]] = []
+    for warning in snap.warnings:  # e.g. jobs not sandboxed: on every screen, first
+        parts.append((warning.partition(":")[0].upper() if compact else warning, "bold $error"))
     if c.link is Link.AUTH_REFUSED:
         why = f" ({c.reason})" if c.reason else ""
         text = ("check the miner key" if compact

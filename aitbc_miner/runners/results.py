@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from ..artifacts import Uploader, deliver
-from ..runners.base import JobFailed, RunOutput
-from ..runners.settings import ArtifactSettings
-from .outcome import Finished
-from .workdir import WorkDir
+from ..sandbox.outcome import Finished
+from ..sandbox.workdir import WorkDir
+from .base import JobFailed, RunOutput
+from .settings import ArtifactSettings
 
 
 def raise_for_failure(finished: Finished) -> None:
     """Raise the job's ``JobFailed`` (code, message naming the limit, metrics), if any."""
     failure = finished.failure()
     if failure is not None:
-        raise failure
+        raise JobFailed(*failure, finished.metrics)
 
 
 async def completed(finished: Finished, result: dict[str, Any], *, job_id: str,
