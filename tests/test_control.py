@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from aitbc_miner.control import ControlAccess, ControlServer, Peer, Role, role_of
 from aitbc_miner.devnet import Devnet
 from aitbc_miner.engine import Mode
+from aitbc_miner.host.control import ControlAccess, ControlServer, Peer, Role, role_of
 from tests.fakes import raw_http
 
 

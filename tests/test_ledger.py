@@ -11,8 +11,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aitbc_miner import ledger
-from aitbc_miner.cli import main
 from aitbc_miner.codes import ErrorCode
+from aitbc_miner.host.cli import main
 from aitbc_miner.journal import Journal, Outcome
 from aitbc_miner.receipts import public_key_id, sign, verify
 

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aitbc_miner.devnet import Devnet
 from aitbc_miner.engine.snapshot import GpuStatus, GpuView
-from aitbc_miner.runtime import Host
+from aitbc_miner.host.runtime import Host
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

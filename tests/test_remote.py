@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from aitbc_miner.cli import build_parser, socket_for
 from aitbc_miner.config import load_settings
-from aitbc_miner.control import ControlServer, read_only_socket_path
 from aitbc_miner.devnet import Devnet
 from aitbc_miner.engine import Mode
-from aitbc_miner.remote import RemoteEngine
+from aitbc_miner.host.cli import build_parser, socket_for
+from aitbc_miner.host.control import ControlServer, read_only_socket_path
+from aitbc_miner.host.remote import RemoteEngine
 from tui.app import MinerConsole
 
 

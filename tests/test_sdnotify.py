@@ -9,8 +9,8 @@ from pathlib import Path
 
 from aitbc_miner.devnet import Devnet
 from aitbc_miner.engine import Link
-from aitbc_miner.runtime import Host
-from aitbc_miner.sdnotify import alive
+from aitbc_miner.host.runtime import Host
+from aitbc_miner.host.sdnotify import alive
 
 
 async def _datagrams(sock: socket.socket, until: str, timeout: float = 15.0) -> list[str]:

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from aitbc_miner import workspace
-from aitbc_miner.ctl import _status
 from aitbc_miner.devnet import Devnet, Dialect
 from aitbc_miner.engine.codec import to_jsonable
 from aitbc_miner.engine.disk import MB, check_disk
 from aitbc_miner.engine.snapshot import SlotState, Snapshot
+from aitbc_miner.host.ctl import _status
 from aitbc_miner.journal import JobState, Journal
 
 SHA = {"type": "sha256", "data": "x"}

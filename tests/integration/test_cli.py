@@ -187,7 +187,7 @@ def test_no_aitbc_miner_module_imports_textual(miner: MinerLauncher) -> None:
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     # Then the walk saw the package's modules, and none of them pulled in Textual
-    assert {"aitbc_miner.cli", "aitbc_miner.engine.engine", "aitbc_miner.devnet.app"} <= set(
+    assert {"aitbc_miner.host.cli", "aitbc_miner.engine.engine", "aitbc_miner.devnet.app"} <= set(
         report["modules"])
     assert report["ui"] == []
 

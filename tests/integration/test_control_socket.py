@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from aitbc_miner.runtime import raise_open_files_limit
+from aitbc_miner.host.runtime import raise_open_files_limit
 from tests.fakes.raw_http import request
 
 from .conftest import MINER_EXE, WAIT_S, DevnetProc, MinerLauncher, event_is, message_has

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from aitbc_miner.cli import build_parser
 from aitbc_miner.codes import ExitCode
 from aitbc_miner.config import load_settings
 from aitbc_miner.devnet import DEFAULT_MINER_KEYS, Devnet
 from aitbc_miner.engine import Engine, Link, Mode
-from aitbc_miner.runtime import Host, build_engine
+from aitbc_miner.host.cli import build_parser
+from aitbc_miner.host.runtime import Host, build_engine
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -17,8 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from . import __version__
-from .engine import Engine, Snapshot
+from .. import __version__
+from ..engine import Engine, Snapshot
 
 
 class SnapshotCollector(Collector):

@@ -17,12 +17,12 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from .codes import ExitCode
-from .config import load_settings
-from .devnet import DEFAULT_MINER_KEYS, Devnet, Dialect
-from .devnet.feeder import DEFAULT_MIX, DEMO_MIX, DEMO_MODELS, Feeder
-from .devnet.ollama import Behavior, FakeOllama
-from .engine import Engine
+from ..codes import ExitCode
+from ..config import load_settings
+from ..devnet import DEFAULT_MINER_KEYS, Devnet, Dialect
+from ..devnet.feeder import DEFAULT_MIX, DEMO_MIX, DEMO_MODELS, Feeder
+from ..devnet.ollama import Behavior, FakeOllama
+from ..engine import Engine
 from .runtime import Host, build_engine, control_socket_path
 
 DEMO_MINER_ID = "demo-rig"

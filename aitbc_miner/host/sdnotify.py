@@ -15,7 +15,7 @@ import contextlib
 import os
 import socket
 
-from .engine import Engine, Link, Snapshot
+from ..engine import Engine, Link, Snapshot
 
 WATCHDOG_CHECK_S = 1.0  # how often readiness is re-evaluated
 

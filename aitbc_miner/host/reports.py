@@ -14,8 +14,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import ledger
-from .receipts import verify
+from .. import ledger
+from ..receipts import verify
 
 CSV_FIELDS = ("receipt_id", "job_id", "received_at", "units", "price", "stored_verdict",
               "verdict_now", "reason", "counted", "duplicate")

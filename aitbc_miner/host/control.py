@@ -43,8 +43,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .engine import Engine, Snapshot
-from .engine.codec import to_jsonable
+from ..engine import Engine, Snapshot
+from ..engine.codec import to_jsonable
 
 SOCKET_NAME = "control.sock"
 READ_ONLY_SOCKET_NAME = "control.ro.sock"

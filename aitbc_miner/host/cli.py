@@ -14,16 +14,16 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from . import __version__
-from .codes import ExitCode
-from .config import ConfigError, Settings, load_settings, render_effective
+from .. import __version__
+from ..codes import ExitCode
+from ..config import ConfigError, Settings, load_settings, render_effective
+from ..engine import Engine
+from ..logs import setup_logging
 from .control import read_only_socket_path
 from .ctl import COMMANDS, run_ctl
-from .engine import Engine
-from .logs import setup_logging
 from .runtime import Host, MissingKey, build_engine, control_access, control_socket_path
 
-log = logging.getLogger("aitbc_miner.cli")
+log = logging.getLogger("aitbc_miner.host.cli")
 
 LOG_FILE = "aitbc-miner.log"  # where the console's logs go, in the state dir
 _SOCKET_HELP = ("the control socket to use (default: control.sock, or control.ro.sock with "
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["devnet"]:
-        from .devnet.cli import main as devnet_main
+        from ..devnet.cli import main as devnet_main
 
         return devnet_main(argv[1:])
     args = build_parser().parse_args(argv)

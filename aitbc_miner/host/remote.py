@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from .engine.bus import EventBus, SnapshotListener, Subscription
-from .engine.codec import event_from_json, snapshot_from_json
-from .engine.snapshot import Mode, Snapshot
+from ..engine.bus import EventBus, SnapshotListener, Subscription
+from ..engine.codec import event_from_json, snapshot_from_json
+from ..engine.snapshot import Mode, Snapshot
 
 log = logging.getLogger(__name__)
 

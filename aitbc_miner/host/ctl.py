@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from .codes import ExitCode
+from ..codes import ExitCode
 
 COMMANDS = ("status", "pause", "resume", "drain", "undrain", "cancel", "events")
 

@@ -17,28 +17,28 @@ from pathlib import Path
 
 import httpx
 
-from .codes import ExitCode
-from .config import Settings
+from ..codes import ExitCode
+from ..config import Settings
+from ..engine import Engine, SlotPool, Tuning
+from ..engine.snapshot import AuthRefusedEvent
+from ..gpu import GpuSlotSpec, Nvml, Sampler, gpu_slot_specs, simulated_nvml
+from ..logs import add_static_field
+from ..runners import Runner, RunnerRegistry
+from ..runners.allowlist import Allowlist
+from ..runners.base import SlotKind
+from ..runners.builtin import BuiltinRunner
+from ..runners.cli import CliRunner, make_uploader
+from ..runners.gpu_watch import TelemetryGpuSampler
+from ..runners.ollama import DEFAULT_OLLAMA_URL, OllamaRunner
+from ..runners.openai_compat import DEFAULT_OPENAI_URL, OpenAICompatRunner
+from ..runners.python import PythonRunner
+from ..runners.sandboxed import make_sandbox
+from ..sandbox import Isolation, Sandbox
 from .control import SOCKET_NAME, ControlAccess, ControlServer
-from .engine import Engine, SlotPool, Tuning
-from .engine.snapshot import AuthRefusedEvent
-from .gpu import GpuSlotSpec, Nvml, Sampler, gpu_slot_specs, simulated_nvml
-from .logs import add_static_field
 from .metrics import MetricsServer
-from .runners import Runner, RunnerRegistry
-from .runners.allowlist import Allowlist
-from .runners.base import SlotKind
-from .runners.builtin import BuiltinRunner
-from .runners.cli import CliRunner, make_uploader
-from .runners.gpu_watch import TelemetryGpuSampler
-from .runners.ollama import DEFAULT_OLLAMA_URL, OllamaRunner
-from .runners.openai_compat import DEFAULT_OPENAI_URL, OpenAICompatRunner
-from .runners.python import PythonRunner
-from .runners.sandboxed import make_sandbox
-from .sandbox import Isolation, Sandbox
 from .sdnotify import Notifier, notify_systemd
 
-log = logging.getLogger("aitbc_miner.runtime")
+log = logging.getLogger("aitbc_miner.host.runtime")
 
 
 class MissingKey(Exception):
