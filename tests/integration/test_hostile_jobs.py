@@ -25,6 +25,7 @@ import psutil
 import pytest
 import yaml
 
+from tests.runners.helpers import sandbox_or_skip
 from tests.unprivileged import as_user, give
 
 from .conftest import MINER_KEY, TERMINAL, event_is, message_has
@@ -129,6 +130,7 @@ def test_hostile_jobs_are_stopped_and_the_agent_serves_on(agent, start_devnet, m
                                                           tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("the agent-as-root case needs root, the other one a user to switch to")
+    sandbox_or_skip()
     devnet = start_devnet("2026-08")
     canary = Canary()
     secret, marker = f"victim-{uuid.uuid4().hex}", f"mark-{uuid.uuid4().hex}"
