@@ -438,7 +438,7 @@ _DEFAULT_DOCS = {
     "miner.id": "host name",
     "paths.state_dir": "per-user state dir",
     "paths.data_dir": "per-user data dir",
-    "runners.allowlist_dirs": "`/etc/aitbc/miner/allowlist.d`, then the per-user one",
+    "runners.allowlist_dirs": "`/etc/aitbc-miner/allowlist.d`, then the per-user one",
 }
 _TYPE_NAMES = {
     str: "string", int: "integer", float: "number", Path: "path", SecretStr: "secret string",

@@ -1,4 +1,6 @@
-"""systemd notify: READY after registration, WATCHDOG only while healthy, STOPPING on TERM."""
+"""systemd notify: READY once the engine is up, STATUS as the state changes, WATCHDOG only
+while healthy, STOPPING on TERM. (The real process, a coordinator outage and reloads:
+tests/integration/test_service.py.)"""
 
 from __future__ import annotations
 
@@ -8,9 +10,9 @@ import socket
 from pathlib import Path
 
 from aitbc_miner.devnet import Devnet
-from aitbc_miner.engine import Link
+from aitbc_miner.engine import Link, Mode
 from aitbc_miner.host.runtime import Host
-from aitbc_miner.host.sdnotify import alive
+from aitbc_miner.host.sdnotify import alive, status_line
 
 
 async def _datagrams(sock: socket.socket, until: str, timeout: float = 15.0) -> list[str]:
@@ -67,3 +69,25 @@ def test_the_watchdog_is_fed_while_heartbeats_answer_or_retries_keep_their_sched
     assert not alive(at(Link.BACKING_OFF, backoff_until=100.0), heartbeat_interval_s=15,
                      now=131.0)
     assert not alive(at(Link.CONNECTING), heartbeat_interval_s=15, now=100.0)
+
+
+def test_the_status_line_says_the_mode_the_link_and_the_work_in_hand(
+        devnet: Devnet, make_engine) -> None:
+    snap = make_engine(devnet.url).snapshot()
+
+    def line(mode: Mode, link: Link, reason: str | None = None, concurrency: int = 2,
+             outbox: int = 0) -> str:
+        return status_line(dataclasses.replace(
+            snap, mode=mode, outbox=outbox, connection=dataclasses.replace(
+                snap.connection, link=link, reason=reason, concurrency=concurrency)))
+
+    assert line(Mode.STARTING, Link.CONNECTING) == "starting"
+    assert line(Mode.RUNNING, Link.CONNECTING) == "registering…"
+    assert line(Mode.RUNNING, Link.REGISTERED) == "registered, 2 slots"
+    assert line(Mode.RUNNING, Link.REGISTERED, concurrency=1) == "registered, 1 slot"
+    assert line(Mode.RUNNING, Link.BACKING_OFF, "register: ConnectError") == (
+        "coordinator unreachable: register: ConnectError")
+    assert line(Mode.DRAINING, Link.REGISTERED, outbox=3) == (
+        "draining; registered, 2 slots; outbox 3")
+    assert line(Mode.PAUSED, Link.AUTH_REFUSED, "401") == (
+        "paused; the coordinator refused the miner key: 401")

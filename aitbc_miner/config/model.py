@@ -10,6 +10,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import os
 import re
 import socket
 import stat
@@ -45,6 +46,8 @@ ENV_DELIMITER = "__"
 CONFIG_ENV_VAR = "AITBC_MINER_CONFIG"
 #: ``AITBC_MINER_*`` variables that are not settings; any other unknown one is an error.
 NON_SETTINGS_ENV_VARS = frozenset({CONFIG_ENV_VAR})
+#: The systemd credential holding the miner key when neither key nor key_file is set.
+KEY_CREDENTIAL = "miner-key"
 #: Key paths whose values are never echoed in errors or renders.
 SECRET_PATHS = frozenset({("miner", "key"), ("inference", "api_key")})
 _MAX_SHOWN = 60  # characters of an offending value quoted in an error
@@ -415,7 +418,8 @@ class Settings(BaseSettings):
         return data
 
     def miner_key(self) -> str | None:
-        """The miner key from ``miner.key`` or ``miner.key_file``, registered for log redaction.
+        """The miner key from ``miner.key`` or ``miner.key_file``, else (under systemd) the
+        credential ``miner-key`` the unit loads; registered for log redaction.
 
         Raises:
             ConfigError: the key file is missing, unreadable or empty.
@@ -424,10 +428,19 @@ class Settings(BaseSettings):
             value = self.miner.key.get_secret_value()
         elif self.miner.key_file is not None:
             value = _read_key_file(self.miner.key_file)
+        elif (credential := systemd_credential(KEY_CREDENTIAL)) is not None:
+            value = _read_key_file(credential)
         else:
             return None
         logs.add_secret(value)
         return value
+
+
+def systemd_credential(name: str) -> Path | None:
+    """The file of a credential systemd passed this service (``LoadCredential=``), if any."""
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(folder) / name if folder else None
+    return path if path is not None and path.is_file() else None
 
 
 def _read_key_file(path: Path) -> str:

@@ -2,6 +2,8 @@
 
 A job waits for a free slot of its runner's kind. A slot that is lost (its GPU fell
 off the bus) takes no work and no longer counts towards the concurrency we register.
+The number of CPU slots can change while the miner runs (a config reload): a slot taken
+away while busy is retired, takes no more work, and goes once its job is done.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ class Slot:
     job_id: str | None = None
     lost: bool = False
     gpu: GpuSlotSpec | None = None  # name and memory, for admission by constraints
+    retired: bool = False  # removed by a reload while busy: goes when its job is done
 
     @property
     def free(self) -> bool:
-        return self.job_id is None and not self.lost
+        return self.job_id is None and not self.lost and not self.retired
 
 
 class NoSlotOfKind(Exception):
@@ -60,14 +63,31 @@ class SlotPool:
 
     def usable(self) -> int:
         """Slots that can take work: what we register as ``concurrency``."""
-        return sum(1 for s in self._slots if not s.lost)
+        return sum(1 for s in self._slots if not s.lost and not s.retired)
+
+    def set_cpu(self, count: int) -> None:
+        """Have ``count`` CPU slots: new ones are free at once; of those taken away, idle
+        ones go now and busy ones are retired (they finish their job, then go)."""
+        cpu = [s for s in self._slots if s.kind is SlotKind.CPU and not s.retired]
+        for slot in cpu[count:]:
+            if slot.job_id is None:
+                self._slots.remove(slot)
+            else:
+                slot.retired = True
+        taken = {s.slot_id for s in self._slots}
+        ids = (f"cpu:{i}" for i in range(len(self._slots) + count) if f"cpu:{i}" not in taken)
+        new = [Slot(next(ids), SlotKind.CPU) for _ in range(count - len(cpu))]
+        at = max((i + 1 for i, s in enumerate(self._slots) if s.kind is SlotKind.CPU), default=0)
+        self._slots[at:at] = new
+        self._wake()
 
     async def acquire(self, kind: SlotKind, job_id: str,
                       constraints: Mapping[str, Any] | None = None) -> Slot:
         """Wait for a free slot of ``kind`` that the job's ``constraints`` admit
         (``min_vram_gb``, ``gpu``) and give it to ``job_id``."""
         while True:
-            working = [s for s in self._slots if s.kind is kind and not s.lost]
+            working = [s for s in self._slots if s.kind is kind and not s.lost
+                       and not s.retired]
             if not working:
                 raise NoSlotOfKind(f"this miner has no working {kind.value} slot")
             if constraints and kind is SlotKind.GPU:
@@ -86,6 +106,8 @@ class SlotPool:
 
     def release(self, slot: Slot) -> None:
         slot.job_id = None
+        if slot.retired and slot in self._slots:
+            self._slots.remove(slot)
         self._wake()
 
     def mark_gpu_lost(self, gpu_uuid: str) -> list[str]:

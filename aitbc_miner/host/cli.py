@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,15 +20,27 @@ from ..codes import ExitCode
 from ..config import ConfigError, Settings, load_settings, render_effective
 from ..engine import Engine
 from ..logs import setup_logging
-from .control import read_only_socket_path
+from .control import SOCKET_NAME, read_only_socket_path
 from .ctl import COMMANDS, run_ctl
-from .runtime import Host, MissingKey, build_engine, control_access, control_socket_path
+from .lock import AlreadyRunning, StateLock
+from .reload import Reloader
+from .runtime import (
+    Host,
+    MissingKey,
+    build_engine,
+    control_access,
+    control_socket_path,
+    ensure_private_dir,
+)
 
 log = logging.getLogger("aitbc_miner.host.cli")
 
 LOG_FILE = "aitbc-miner.log"  # where the console's logs go, in the state dir
-_SOCKET_HELP = ("the control socket to use (default: control.sock, or control.ro.sock with "
-                "--read-only, in control.socket_dir or the state dir)")
+#: Where the systemd unit's miner listens (RuntimeDirectory=aitbc-miner).
+SERVICE_SOCKET = Path("/run/aitbc-miner") / SOCKET_NAME
+_SOCKET_HELP = ("the control socket to use (default: the first that exists of the configured "
+                "one, the service's in /run/aitbc-miner, the per-user one; control.ro.sock "
+                "with --read-only)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--read-only", action="store_true",
                      help="use the read-only socket (commands are refused there)")
     ctl.add_argument("--socket", type=Path, metavar="PATH", help=_SOCKET_HELP)
+    status = sub.add_parser("status", help="what a running miner is doing (= ctl status, "
+                            "through the read-only socket)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--socket", type=Path, metavar="PATH", help=_SOCKET_HELP)
+    status.set_defaults(read_only=True)
     demo = sub.add_parser("demo", help="reference coordinator + feeder + miner on loopback")
     demo.add_argument("--dialect", choices=["2026-01", "2026-08"], default="2026-01")
     demo.add_argument("--slots", type=int, default=4, help="CPU slots (default 4)")
@@ -101,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("aitbc-miner ctl cancel: name the job to cancel", file=sys.stderr)
                 return ExitCode.CONFIG
             return run_ctl(socket_for(args), args.action, args.job_id, args.exit, args.json)
+        if args.command == "status":
+            return run_ctl(socket_for(args), "status", as_json=args.json)
         if args.command in ("receipts", "earnings"):
             return _report(args)
         if args.command == "demo":
@@ -111,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.CONFIG
     except MissingKey as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        return ExitCode.CONFIG
+    except AlreadyRunning as exc:
+        print(str(exc), file=sys.stderr)
         return ExitCode.CONFIG
     except KeyboardInterrupt:
         return ExitCode.OK
@@ -129,13 +152,28 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def socket_for(args: argparse.Namespace, settings: Settings | None = None) -> Path:
-    """``--socket``, else the configured socket (the read-only one with ``--read-only``).
-    The config is not read when ``--socket`` names the socket: a service's config file
-    may be unreadable to the operator who reaches its socket."""
+    """``--socket``, else the first socket that exists of: the one the config names
+    (``control.socket_dir`` or ``paths.state_dir``), the service's (``/run/aitbc-miner``),
+    the per-user one; the read-only one of each with ``--read-only``. The config is not
+    read when ``--socket`` names the socket: a service's config file may be unreadable to
+    the operator who reaches its socket."""
     if args.socket is not None:
         return Path(args.socket)
-    path = control_socket_path(settings or _settings(args))
-    return read_only_socket_path(path) if args.read_only else path
+    settings = settings or _settings(args)
+    own = control_socket_path(settings)
+    named = settings.control.socket_dir is not None or settings.paths.state_dir is not None
+    candidates = [own, SERVICE_SOCKET] if named else [SERVICE_SOCKET, own]
+    if args.read_only:
+        candidates = [read_only_socket_path(path) for path in candidates]
+    found = next((path for path in candidates if _may_exist(path)), None)
+    return found or candidates[0 if named else 1]
+
+
+def _may_exist(path: Path) -> bool:
+    try:
+        return path.is_socket()
+    except PermissionError:  # a closed folder on the way: run_ctl says so
+        return True
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -204,7 +242,11 @@ def _console(theme: str | None, default_theme: str | None = None,
 
 
 def _run_miner(args: argparse.Namespace, headless: bool) -> int:
+    if headless:  # until the host handles it, a reload must not kill a starting service
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = _settings(args)
+    ensure_private_dir(settings.paths.effective_state_dir)
+    lock = StateLock.acquire(settings.paths.effective_state_dir)  # before anything else
     key = settings.miner_key()
     if headless:
         setup_logging(settings.log.level, secrets=[key] if key else ())
@@ -214,7 +256,8 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
     host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s,
                 control_socket=control_socket_path(settings),
                 control_access=control_access(settings),
-                metrics_address=settings.metrics.address)
+                metrics_address=settings.metrics.address,
+                reload=Reloader(engine, settings, lambda: _settings(args)))
     ui = None if headless else _console(args.theme, settings.console.theme,
                                         settings.paths.effective_state_dir)
     try:
@@ -222,6 +265,8 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
     except Exception:  # last resort: one line, never the key (redacted), exit 1
         log.exception("fatal error; exiting")
         return ExitCode.FATAL
+    finally:
+        lock.release()
 
 
 def _log_to_file(folder: Path, level: str, key: str | None = None) -> Path:

@@ -3,6 +3,7 @@
 Signals belong here, not in the engine (``Engine`` has no signal code). Headless:
 SIGTERM (and SIGINT) = drain, then exit once running jobs are done (after
 ``jobs.drain_grace_s`` they are canceled); a second one = cancel running jobs, then exit.
+SIGHUP = reload the configuration (``Host.on_reload``; never exits).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import resource
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from ..codes import ExitCode
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..engine import Engine, SlotPool, Tuning
 from ..engine.snapshot import AuthRefusedEvent
 from ..gpu import GpuSlotSpec, Nvml, Sampler, gpu_slot_specs, simulated_nvml
@@ -36,7 +38,10 @@ from ..runners.sandboxed import make_sandbox
 from ..sandbox import Isolation, Sandbox
 from .control import SOCKET_NAME, ControlAccess, ControlServer
 from .metrics import MetricsServer
-from .sdnotify import Notifier, notify_systemd
+from .sdnotify import Notifier, notify_systemd, status_line
+
+if TYPE_CHECKING:
+    from .reload import Reloaded
 
 log = logging.getLogger("aitbc_miner.host.runtime")
 
@@ -75,7 +80,8 @@ def build_engine(
     key = settings.miner_key()
     if not key:
         raise MissingKey(
-            "no miner key: set AITBC_MINER_MINER__KEY or miner.key_file in the config")
+            "no miner key: set AITBC_MINER_MINER__KEY or miner.key_file in the config (a "
+            "service reads the systemd credential miner-key, docs/service.md)")
     ensure_private_dir(settings.paths.effective_state_dir)
     telemetry, specs = probe_gpus(settings)
     if registry is None:
@@ -173,8 +179,10 @@ class Host:
     def __init__(self, engine: Engine, *, drain_grace_s: float,
                  control_socket: Path | None = None,
                  control_access: ControlAccess | None = None,
-                 metrics_address: tuple[str, int] | None = None) -> None:
+                 metrics_address: tuple[str, int] | None = None,
+                 reload: Callable[[], Reloaded] | None = None) -> None:
         self.engine = engine
+        self.reload = reload  # reads the config again and applies what it can
         self.drain_grace_s = drain_grace_s
         self.control = (ControlServer(engine, control_socket, control_access)
                         if control_socket else None)
@@ -195,6 +203,28 @@ class Host:
             log.warning("second termination signal: canceling running jobs and exiting")
             self.engine.stop(cancel_running=True)
 
+    def on_reload(self) -> None:
+        """SIGHUP: read the config again and apply what changes live. Never raises: a
+        config that does not load is logged and the running one stays."""
+        self.notifier.reloading()
+        try:
+            if self.reload is None:
+                log.info("reload asked; this miner has no config to read again")
+            else:
+                outcome = self.reload()
+                self.drain_grace_s = self.engine.core.tuning.drain_grace_s
+                log.info("configuration reloaded: %s", outcome.summary(),
+                         extra={"event_name": "config_reloaded",
+                                "applied": list(outcome.applied),
+                                "need_restart": list(outcome.need_restart)})
+        except ConfigError as exc:
+            log.error("configuration not reloaded, the running one stays: %s", exc,
+                      extra={"event_name": "config_not_reloaded"})
+        except Exception:  # a bug: said loudly, and the miner goes on
+            log.exception("configuration not reloaded, the running one stays",
+                          extra={"event_name": "config_not_reloaded"})
+        self.notifier.send("READY=1", f"STATUS={status_line(self.engine.snapshot())}")
+
     async def _watch_auth(self) -> None:
         async for event in self.engine.subscribe():
             if isinstance(event, AuthRefusedEvent):
@@ -211,9 +241,11 @@ class Host:
             for sig in (signal.SIGTERM, signal.SIGINT) if ui is None else (signal.SIGTERM,):
                 loop.add_signal_handler(sig, self.on_terminate)
                 installed.append(sig)
+            if ui is None:  # headless; under the console SIGHUP means the terminal is gone
+                loop.add_signal_handler(signal.SIGHUP, self.on_reload)
+                installed.append(signal.SIGHUP)
         watcher = asyncio.create_task(self._watch_auth())
-        systemd = asyncio.create_task(notify_systemd(
-            self.engine, self.notifier, self.engine.core.tuning.heartbeat_interval_s))
+        systemd = asyncio.create_task(notify_systemd(self.engine, self.notifier))
         if self.control is not None:
             await self.control.start()
         if self.metrics is not None:

@@ -59,6 +59,12 @@ class CliRunner(SandboxedRunner):
         self.name = "cli" if slot_kind is SlotKind.CPU else "cli-gpu"
         self.job_types = frozenset({self.name})
 
+    def reconfigure(self, settings: RunnerSettings, allowlist: Allowlist,
+                    uploader: Uploader | None) -> None:
+        """New allowlist, limits, secrets and artifact rules for the jobs that start from
+        now on (a config reload); the sandbox stays as built. Running jobs keep theirs."""
+        self.settings, self.allowlist, self.uploader = settings, allowlist, uploader
+
     def capabilities(self) -> Mapping[str, Any]:
         gpu = self.slot_kind is SlotKind.GPU
         names = sorted(n for n, e in self.allowlist.entries.items() if e.gpu == gpu)

@@ -41,10 +41,16 @@ class PythonRunner(SandboxedRunner):
 
     def __init__(self, settings: RunnerSettings, *, sandbox: Sandbox | None = None,
                  uploader: Uploader | None = None) -> None:
+        self.sandbox = sandbox or make_sandbox(settings)
+        self.reconfigure(settings, uploader if uploader is not None
+                         else make_uploader(settings, None))
+
+    def reconfigure(self, settings: RunnerSettings, uploader: Uploader | None) -> None:
+        """New functions, limits, secrets and artifact rules for the jobs that start from
+        now on (a config reload); the sandbox stays as built. Running jobs keep theirs."""
         self.settings = settings
         self.functions: dict[str, PythonFunction] = {f.target: f for f in settings.python.functions}
-        self.sandbox = sandbox or make_sandbox(settings)
-        self.uploader = uploader if uploader is not None else make_uploader(settings, None)
+        self.uploader = uploader
         self.python = str(settings.python.executable or sys.executable)
 
     def capabilities(self) -> Mapping[str, Any]:

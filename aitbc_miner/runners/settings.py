@@ -3,7 +3,7 @@
 Proposed place: the ``runners:`` section of the config file, e.g.::
 
     runners:
-      allowlist_dirs: [/etc/aitbc/miner/allowlist.d, ~/.config/aitbc-miner/allowlist.d]
+      allowlist_dirs: [/etc/aitbc-miner/allowlist.d, ~/.config/aitbc-miner/allowlist.d]
       limits: {memory_mb: 2048, processes: 256, nice: 10}
       kill: {sigint_grace_s: 7.5, sigterm_grace_s: 2.5}
       python:
@@ -11,7 +11,7 @@ Proposed place: the ``runners:`` section of the config file, e.g.::
         functions: ["jobs.resize:run", {target: "jobs.fetch:run", network: host}]
       artifacts: {inline_max_bytes: 262144, upload_url: null}
       secrets:
-        hf_token: {file: /etc/aitbc/miner/secrets/hf_token}
+        hf_token: {file: /etc/aitbc-miner/secrets/hf_token}
 
 Secret values are ``SecretStr`` (never in ``repr`` or dumps) and are read from their files
 at each job, so rotating a file needs no restart.
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from .. import logs
 from ..sandbox.limits import Limits, NetworkPolicy
 
-SYSTEM_ALLOWLIST_DIR = Path("/etc/aitbc/miner/allowlist.d")
+SYSTEM_ALLOWLIST_DIR = Path("/etc/aitbc-miner/allowlist.d")
 PYTHON_TARGET = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
 
 
