@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -135,11 +136,14 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Exchange:
-    """One answered call, for metrics and the status view."""
+    """One call, for metrics and the status view; ``status`` None: no answer came."""
 
     endpoint: str
-    status: int
+    status: int | None
     seconds: float
+
+
+ExchangeObserver = Callable[[Exchange], None]
 
 
 class CoordinatorClient:
@@ -170,6 +174,7 @@ class CoordinatorClient:
             follow_redirects=False,
         )
         self.last_exchange: Exchange | None = None
+        self.on_exchange: ExchangeObserver | None = None  # told of every call (metrics)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -284,8 +289,10 @@ class CoordinatorClient:
         headers = {"Content-Type": "application/json"} if content is not None else None
         request = self._http.build_request(method, path, content=content, headers=headers)
         started = time.perf_counter()
+        status: int | None = None
         try:
             response = await self._http.send(request, stream=True)
+            status = response.status_code
             try:
                 answer = await _read_bounded(endpoint, response)
             finally:
@@ -294,7 +301,11 @@ class CoordinatorClient:
             raise NotSent(endpoint, _transport_message(exc)) from exc
         except httpx.RequestError as exc:  # transport errors, and a body that cannot be decoded
             raise Uncertain(endpoint, _transport_message(exc)) from exc
-        self.last_exchange = Exchange(endpoint, answer.status_code, time.perf_counter() - started)
+        finally:
+            exchange = Exchange(endpoint, status, time.perf_counter() - started)
+            if self.on_exchange is not None:
+                self.on_exchange(exchange)
+        self.last_exchange = exchange
         return answer
 
     @staticmethod

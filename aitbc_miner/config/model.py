@@ -314,7 +314,7 @@ class MetricsSettings(_Section):
         if value is None:
             return None
         host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free one
             raise ValueError(f"must be host:port, got {value!r}")
         return value
 

@@ -54,6 +54,7 @@ class Subscription:
 
 
 SnapshotListener = Callable[[Snapshot], None]
+EventListener = Callable[[Event], None]
 
 
 RECENT_EVENTS = 200  # replayed to a viewer that subscribes late (an attached console)
@@ -63,6 +64,7 @@ class EventBus:
     def __init__(self, recent: int = RECENT_EVENTS) -> None:
         self._subs: set[Subscription] = set()
         self._listeners: list[SnapshotListener] = []
+        self._event_listeners: list[EventListener] = []
         self._recent: deque[Event] = deque(maxlen=recent)
 
     def subscribe(self, maxlen: int = 1000, *, replay: bool = True) -> Subscription:
@@ -78,6 +80,15 @@ class EventBus:
         self._recent.append(event)
         for sub in tuple(self._subs):
             sub._push(event)
+        for listener in tuple(self._event_listeners):
+            listener(event)
+
+    def add_event_listener(self, listener: EventListener) -> Callable[[], None]:
+        """Call ``listener`` with every event as it is published (never dropped, never
+        replayed; it must not block); returns the remover."""
+        self._event_listeners.append(listener)
+        return lambda: (self._event_listeners.remove(listener)
+                        if listener in self._event_listeners else None)
 
     def add_listener(self, listener: SnapshotListener) -> Callable[[], None]:
         """Call ``listener`` with each published snapshot; returns the remover."""

@@ -316,7 +316,7 @@ class Core:
         self.changed()
 
     def emit(self, event: Event) -> None:
-        level = logging.getLevelName(event.severity())
+        level = logging.getLevelName(event.log_severity())
         log.log(level, event.message or event.name, extra={"event_name": event.name,
                                                            **event.fields()})
         self.bus.publish(event)

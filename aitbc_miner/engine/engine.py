@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from .. import workspace
-from ..coordinator import CoordinatorClient
+from ..coordinator import CoordinatorClient, ExchangeObserver
 from ..gpu import GpuView as TelemetryGpuView
 from ..gpu import Sampler, TelemetrySnapshot
 from ..journal import Journal
@@ -29,7 +29,7 @@ from ..protocol import AssignedJob, is_job_id, shown_job_id
 from ..runners import RunnerRegistry
 from ..runners.builtin import BuiltinRunner
 from ..untrusted import name_problem, payload_problem
-from .bus import SnapshotListener, Subscription
+from .bus import EventListener, SnapshotListener, Subscription
 from .core import Core, HeldJob, Tuning, payload_view
 from .disk import check_disk, watch_disk
 from .earnings import keep_earnings
@@ -110,6 +110,19 @@ class Engine:
 
     def add_listener(self, listener: SnapshotListener) -> Callable[[], None]:
         return self.core.bus.add_listener(listener)
+
+    def add_event_listener(self, listener: EventListener) -> Callable[[], None]:
+        """``listener(event)`` for every event, synchronously (metrics); returns the remover."""
+        return self.core.bus.add_event_listener(listener)
+
+    def observe_requests(self, observer: ExchangeObserver | None) -> None:
+        """``observer(exchange)`` after every call to the coordinator, answered or not."""
+        self.core.client.on_exchange = observer
+
+    @property
+    def running(self) -> bool:
+        """Whether ``run()`` is in progress (started and not yet finished)."""
+        return self._ran and not self.core.stopped.is_set()
 
     async def wait_until(self, predicate: Callable[[Snapshot], bool],
                          timeout: float | None = 30.0) -> Snapshot:

@@ -206,7 +206,8 @@ class JobRun:
             f" ({code.value}: {body.get('error_message')})" if code else "")
         core.emit(JobFinished(at=core.clock(), job_id=held.job_id, outcome=outcome.value,
                               code=code.value if code else None, duration_s=duration,
-                              slot=held.slot.slot_id if held.slot else None, message=text))
+                              slot=held.slot.slot_id if held.slot else None,
+                              job_type=held.job_type, message=text))
         self.enqueue(held.job_id)
 
     def _pid(self, held: HeldJob, pid: int) -> None:

@@ -37,7 +37,7 @@ from ..coordinator import (
     Unavailable,
     Uncertain,
 )
-from ..journal import FINAL_STATES, JobRecord, JobState
+from ..journal import FINAL_STATES, JobRecord, JobState, ReceiptRecord
 from ..receipts import verify
 from .core import Core
 from .snapshot import (
@@ -146,21 +146,39 @@ class Outbox:
             await core.journal.mark_delivered(record.job_id)
             resent = record.job_id in self._resent_blind
             self._resent_blind.discard(record.job_id)
+            receipt = None
             if answer.receipt is not None:
-                await self._store_receipt(record, answer.receipt, resent=resent)
+                receipt = await self._store_receipt(record, answer.receipt, resent=resent)
         else:
             await core.client.fail(record.job_id, body)
             await core.journal.mark_delivered(record.job_id)
             # 2026-08 keeps counting a failed job as in flight until a heartbeat says otherwise.
             core.wake_session.set()
-        self._delivered(record)
+            receipt = None
+        self._delivered(record, receipt)
 
-    def _delivered(self, record: JobRecord) -> None:
+    def _delivered(self, record: JobRecord, receipt: ReceiptRecord | None = None) -> None:
+        """The job's summary: its one INFO log line."""
         core = self.core
         core.count(delivered=1)
-        core.emit(OutcomeDelivered(at=core.clock(), job_id=record.job_id,
-                                   endpoint=record.endpoint or "?", attempts=record.attempts + 1,
-                                   message=f"job {record.job_id}: /{record.endpoint} delivered"))
+        body = record.body or {}
+        ms = body.get("metrics", {}).get("duration_ms") if isinstance(body, dict) else None
+        duration = round(ms / 1000, 3) if isinstance(ms, int | float) else None
+        outcome = record.outcome.value if record.outcome else None
+        text = f"job {record.job_id} ({record.job_type or '?'}) {outcome or 'ended'}"
+        if record.error_code:
+            text += f" {record.error_code}: {str(body.get('error_message', ''))[:200]}"
+        text += (f" in {duration:.2f}s" if duration is not None else "") + (
+            f" on {record.slot}" if record.slot else "")
+        text += f"; /{record.endpoint} delivered"
+        if receipt is not None:
+            text += f", receipt {receipt.receipt_id} {receipt.price} AITBC"
+        core.emit(OutcomeDelivered(
+            at=core.clock(), job_id=record.job_id, endpoint=record.endpoint or "?",
+            attempts=record.attempts + 1, job_type=record.job_type, outcome=outcome,
+            code=record.error_code, duration_s=duration, slot=record.slot,
+            receipt_id=receipt.receipt_id if receipt else None,
+            price=receipt.price if receipt else None, message=text))
 
     async def _resolve(self, record: JobRecord) -> bool:
         """Settle an uncertain delivery; True when it turned out delivered."""
@@ -193,7 +211,7 @@ class Outbox:
         return False
 
     async def _store_receipt(self, record: JobRecord, receipt: dict[str, Any], *,
-                             resent: bool = False) -> None:
+                             resent: bool = False) -> ReceiptRecord:
         core = self.core
         metrics = (record.body or {}).get("metrics", {})
         units = metrics.get("units")
@@ -222,6 +240,7 @@ class Outbox:
                                 duplicate=stored.duplicate,
                                 message=f"receipt {stored.receipt_id} for job {record.job_id}: "
                                 f"{stored.price} AITBC, {check.verdict.value}{note}"))
+        return stored
 
     def _problem(self, record: JobRecord, attempt: int, delay: float | None, reason: str) -> None:
         core = self.core

@@ -234,11 +234,19 @@ class Event:
 
     name: ClassVar[str] = "event"
     level: ClassVar[str] = "INFO"
+    #: One step of a job's life: its log line is DEBUG while it is routine (INFO), since
+    #: ``outcome_delivered`` is each job's one INFO line (docs/observability.md).
+    job_step: ClassVar[bool] = False
     at: float
     message: str = field(default="")
 
     def severity(self) -> str:
         return self.level
+
+    def log_severity(self) -> str:
+        """The level of the event's log line (``severity`` is what viewers show)."""
+        level = self.severity()
+        return "DEBUG" if self.job_step and level == "INFO" else level
 
     def fields(self) -> dict[str, Any]:
         data = asdict(self)
@@ -330,6 +338,7 @@ class OutcomeUnstaged(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobClaimed(Event):
     name: ClassVar[str] = "job_claimed"
+    job_step: ClassVar[bool] = True
     job_id: str
     job_type: str
 
@@ -337,6 +346,7 @@ class JobClaimed(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobStarted(Event):
     name: ClassVar[str] = "job_started"
+    job_step: ClassVar[bool] = True
     job_id: str
     slot: str
 
@@ -344,11 +354,13 @@ class JobStarted(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobFinished(Event):
     name: ClassVar[str] = "job_finished"
+    job_step: ClassVar[bool] = True
     job_id: str
     outcome: str
     code: str | None = None
     duration_s: float | None = None
     slot: str | None = None
+    job_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -361,10 +373,20 @@ class JobLogLine(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutcomeDelivered(Event):
+    """The end of a job's life at the miner, and its one INFO log line: what it was, how
+    it ended, and the receipt it earned."""
+
     name: ClassVar[str] = "outcome_delivered"
     job_id: str
     endpoint: str
     attempts: int
+    job_type: str | None = None
+    outcome: str | None = None
+    code: str | None = None
+    duration_s: float | None = None
+    slot: str | None = None
+    receipt_id: str | None = None
+    price: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -381,6 +403,7 @@ class DeliveryProblem(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReceiptStored(Event):
     name: ClassVar[str] = "receipt_stored"
+    job_step: ClassVar[bool] = True
     job_id: str
     receipt_id: str
     price: float | None

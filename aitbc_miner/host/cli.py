@@ -1,7 +1,10 @@
 """The ``aitbc-miner`` command: console (default), ``--headless``, and subcommands.
 
 Exit codes (``codes.ExitCode``): 0 clean stop, 1 other fatal error, 2 config or usage
-error, 3 the coordinator refused the miner key.
+error, 3 the coordinator refused the miner key. An operator error (config, a folder or
+address the miner cannot use) is one line on stderr, never a traceback; a fatal error
+while running names its causes (the errors inside an exception group, not the group).
+Global flags work before or after the subcommand (``config check --config x.yaml``).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,7 +23,7 @@ from .. import __version__
 from ..codes import ExitCode
 from ..config import ConfigError, Settings, load_settings, render_effective
 from ..engine import Engine
-from ..logs import setup_logging
+from ..logs import describe_exception, is_journal_stream, journal_prefix, redact, setup_logging
 from .control import SOCKET_NAME, read_only_socket_path
 from .ctl import COMMANDS, run_ctl
 from .lock import AlreadyRunning, StateLock
@@ -49,28 +53,55 @@ class _Parser(argparse.ArgumentParser):
         self.exit(ExitCode.CONFIG, f"{self.prog}: error: {message}\n")
 
 
+def _global_flags(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """The flags every command takes, before or after its name. On a subcommand they
+    default to SUPPRESS, so a flag given only before the subcommand keeps its value."""
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    p.add_argument("--config", type=Path, metavar="PATH", default=default(None),
+                   help="YAML config file")
+    p.add_argument("--coordinator", metavar="URL", default=default(None),
+                   help="coordinator base URL (overrides config)")
+    p.add_argument("--headless", action="store_true", default=default(False),
+                   help="no console: JSON-lines logs on stdout (automatic when stdout is no TTY)")
+    p.add_argument("--exit-when-drained", action="store_true", default=default(False),
+                   help="after a drain (any source), exit once running jobs are done")
+    p.add_argument("--theme", default=default(None), help="console theme")
+    p.add_argument("--log-level", type=str.upper, default=default(None),
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="lowest level logged (overrides log.level)")
+
+
+def _format_flag(p: argparse.ArgumentParser, choices: list[str], default: str | None,
+                 json_alias: bool = False) -> None:
+    """``--format``: one spelling for every command (``table`` is read as ``text``)."""
+    p.add_argument("--format", type=lambda v: "text" if v.lower() == "table" else v.lower(),
+                   choices=choices, default=default,
+                   help=f"output format: {', '.join(choices)} (default {default or 'text'})")
+    if json_alias:  # the old spelling, kept for scripts
+        p.add_argument("--json", dest="format", action="store_const", const="json",
+                       help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="aitbc-miner", description="Sell GPU/CPU compute on the AITBC network.")
     p.add_argument("--version", action="version", version=f"aitbc-miner {__version__}")
-    p.add_argument("--config", type=Path, metavar="PATH", help="YAML config file")
-    p.add_argument("--coordinator", metavar="URL", help="coordinator base URL (overrides config)")
-    p.add_argument("--headless", action="store_true",
-                   help="no console: JSON-lines logs on stdout (automatic when stdout is no TTY)")
-    p.add_argument("--exit-when-drained", action="store_true",
-                   help="after a drain (any source), exit once running jobs are done")
-    p.add_argument("--theme", help="console theme")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _global_flags(p, top=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     config = sub.add_parser("config", help="inspect the configuration")
-    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    config_sub.add_parser("check",
-                          help="validate and print the effective config (secrets redacted)")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True,
+                                       parser_class=_Parser)
+    check = config_sub.add_parser(
+        "check", help="validate and print the effective config (secrets redacted)")
     sub.add_parser("devnet", help="run the reference coordinator (see: devnet --help)",
                    add_help=False)
     receipts = sub.add_parser("receipts", help="list, verify again and export stored receipts")
-    receipts.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    _format_flag(receipts, ["text", "json", "csv"], "text")
     receipts.add_argument("--output", type=Path, metavar="FILE", help="write here, not stdout")
     earnings = sub.add_parser("earnings", help="earnings summary from the local journal")
-    earnings.add_argument("--format", choices=["table", "json"], default="table")
+    _format_flag(earnings, ["text", "json"], "text")
     attach = sub.add_parser("attach", help="open the console on a running (headless) miner")
     attach.add_argument("--read-only", action="store_true",
                         help="watch only, through the read-only socket; keys do nothing")
@@ -79,13 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("action", choices=COMMANDS)
     ctl.add_argument("job_id", nargs="?", help="the job to cancel")
     ctl.add_argument("--exit", action="store_true", help="drain: exit once drained")
-    ctl.add_argument("--json", action="store_true", help="machine-readable output")
+    _format_flag(ctl, ["text", "json"], None, json_alias=True)  # events: json by default
     ctl.add_argument("--read-only", action="store_true",
                      help="use the read-only socket (commands are refused there)")
     ctl.add_argument("--socket", type=Path, metavar="PATH", help=_SOCKET_HELP)
     status = sub.add_parser("status", help="what a running miner is doing (= ctl status, "
                             "through the read-only socket)")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    _format_flag(status, ["text", "json"], "text", json_alias=True)
     status.add_argument("--socket", type=Path, metavar="PATH", help=_SOCKET_HELP)
     status.set_defaults(read_only=True)
     demo = sub.add_parser("demo", help="reference coordinator + feeder + miner on loopback")
@@ -93,10 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--slots", type=int, default=4, help="CPU slots (default 4)")
     demo.add_argument("--simulate-gpus", type=int, default=2, metavar="N",
                       help="SIMULATED GPUs running the reference Ollama (default 2; 0 = none)")
-    demo.add_argument("--headless", action="store_true", default=argparse.SUPPRESS,
-                      help="no console (JSON-lines logs)")
     demo.add_argument("--exit-after", type=int, metavar="N",
                       help="drain and exit after N outcomes are delivered")
+    demo.add_argument("--metrics", metavar="HOST:PORT",
+                      help="serve Prometheus metrics, /healthz and /readyz there (port 0: any)")
+    for command in (config, check, receipts, earnings, attach, ctl, status, demo):
+        _global_flags(command, top=False)
     return p
 
 
@@ -118,20 +151,21 @@ def main(argv: list[str] | None = None) -> int:
             if args.action == "cancel" and not args.job_id:
                 print("aitbc-miner ctl cancel: name the job to cancel", file=sys.stderr)
                 return ExitCode.CONFIG
-            return run_ctl(socket_for(args), args.action, args.job_id, args.exit, args.json)
+            return run_ctl(socket_for(args), args.action, args.job_id, args.exit,
+                           fmt=args.format)
         if args.command == "status":
-            return run_ctl(socket_for(args), "status", as_json=args.json)
+            return run_ctl(socket_for(args), "status", fmt=args.format)
         if args.command in ("receipts", "earnings"):
             return _report(args)
         if args.command == "demo":
             return _run_demo(args, headless)
         return _run_miner(args, headless)
     except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return ExitCode.CONFIG
+        return operator_error(str(exc), ExitCode.CONFIG)
     except MissingKey as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return ExitCode.CONFIG
+        return operator_error(f"config error: {exc}", ExitCode.CONFIG)
+    except (OSError, sqlite3.Error) as exc:  # a folder, file or address it cannot use
+        return operator_error(f"aitbc-miner: error: {_os_error(exc)}", ExitCode.FATAL)
     except AlreadyRunning as exc:
         print(str(exc), file=sys.stderr)
         return ExitCode.CONFIG
@@ -142,8 +176,23 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.OK
 
 
+def operator_error(text: str, code: int) -> int:
+    """One line on stderr (at journald's error priority under systemd); returns ``code``."""
+    prefix = journal_prefix(logging.ERROR) if is_journal_stream(sys.stderr) else ""
+    print(prefix + " ".join(text.split()), file=sys.stderr)
+    return code
+
+
+def _os_error(exc: OSError | sqlite3.Error) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return describe_exception(exc)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, object] = {}
+    if args.log_level:
+        overrides["log"] = {"level": args.log_level}
     if args.coordinator:
         overrides["coordinator"] = {"url": args.coordinator}
     if args.theme:
@@ -249,7 +298,8 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
     lock = StateLock.acquire(settings.paths.effective_state_dir)  # before anything else
     key = settings.miner_key()
     if headless:
-        setup_logging(settings.log.level, secrets=[key] if key else ())
+        setup_logging(settings.log.level, secrets=[key] if key else (),
+                      on_output_closed=_end_quietly)
     else:  # the console owns the terminal: logs go to a file beside the journal
         _log_to_file(settings.paths.effective_state_dir, settings.log.level, key)
     engine = build_engine(settings, exit_when_drained=args.exit_when_drained)
@@ -262,28 +312,47 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
                                         settings.paths.effective_state_dir)
     try:
         return asyncio.run(host.run(ui))
-    except Exception:  # last resort: one line, never the key (redacted), exit 1
-        log.exception("fatal error; exiting")
-        return ExitCode.FATAL
+    except Exception as exc:  # last resort: one line naming the causes, never the key
+        return _fatal(exc, None if headless else settings.paths.effective_state_dir / LOG_FILE)
     finally:
         lock.release()
 
 
+def _fatal(exc: BaseException, log_file: Path | None) -> int:
+    """Log a fatal error with its causes (at any level); with the console, the terminal
+    gets the same line, since the log went to a file."""
+    cause = describe_exception(exc)
+    log.error("fatal error: %s; exiting", cause, exc_info=exc,
+              extra={"event_name": "fatal_error"})
+    if log_file is not None:
+        operator_error(redact(f"aitbc-miner: fatal error: {cause} (log: {log_file})"),
+                       ExitCode.FATAL)
+    return ExitCode.FATAL
+
+
+def _end_quietly() -> None:
+    """stdout's reader left (``aitbc-miner --headless | head``): drain and exit, as on
+    SIGTERM, without a word (logging goes to /dev/null from now on)."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _log_to_file(folder: Path, level: str, key: str | None = None) -> Path:
-    """JSON-lines logs to ``folder/aitbc-miner.log`` (the console owns stdout/stderr)."""
+    """JSON-lines logs to ``folder/aitbc-miner.log`` (the console owns stdout/stderr),
+    rotated (``logs.LOG_FILE_MAX_BYTES``, ``logs.LOG_FILE_BACKUPS``)."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / LOG_FILE
-    stream = path.open("a", encoding="utf-8", buffering=1)
-    setup_logging(level, stream=stream, secrets=[key] if key else ())
+    setup_logging(level, file=path, secrets=[key] if key else ())
     return path
 
 
 def _run_demo(args: argparse.Namespace, headless: bool) -> int:
     from .demo import run_demo
 
+    level = args.log_level or "INFO"
     if headless:
-        setup_logging("INFO")
+        setup_logging(level, on_output_closed=_end_quietly)
     ui = None if headless else _console(args.theme)
     log_dir = None if headless else _log_to_file
     return asyncio.run(run_demo(dialect=args.dialect, slots=args.slots, gpus=args.simulate_gpus,
-                                exit_after=args.exit_after, ui=ui, log_to=log_dir))
+                                exit_after=args.exit_after, ui=ui, log_to=log_dir,
+                                log_level=level, metrics=args.metrics))

@@ -21,6 +21,7 @@ Routes (HTTP over the Unix socket, JSON bodies)::
     GET  /snapshots             NDJSON stream: the current Snapshot, then each published one
     GET  /events                NDJSON stream of events (the recent ones first)
     GET  /receipts/{id}         a stored receipt as the coordinator signed it
+    GET  /healthz | /readyz     200 or 503: engine running | registered, heartbeat recent
     POST /pause | /resume | /undrain
     POST /drain                 {"exit_when_drained": bool}
     POST /cancel/{job_id}       404 when the miner does not hold the job
@@ -45,6 +46,7 @@ from aiohttp import web
 
 from ..engine import Engine, Snapshot
 from ..engine.codec import to_jsonable
+from .health import add_health_routes
 
 SOCKET_NAME = "control.sock"
 READ_ONLY_SOCKET_NAME = "control.ro.sock"
@@ -216,6 +218,7 @@ class ControlServer:
         app.router.add_get("/snapshots", self._snapshots)
         app.router.add_get("/events", self._events)
         app.router.add_get("/receipts/{receipt_id}", self._receipt)
+        add_health_routes(app, self.engine)  # GET /healthz, /readyz: any reader may ask
         app.router.add_post("/pause", self._command(lambda e, _b: e.pause()))
         app.router.add_post("/resume", self._command(lambda e, _b: e.resume()))
         app.router.add_post("/undrain", self._command(lambda e, _b: e.undrain()))

@@ -1,4 +1,8 @@
-"""``aitbc-miner ctl``: talk to a running miner through its control socket."""
+"""``aitbc-miner ctl``: talk to a running miner through its control socket.
+
+``ctl events`` prints each event as the miner's own log line for it (same schema: ``ts``,
+``level``, ``logger``, ``event``, ``msg``, fields); ``--format text`` as one short line.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,16 @@ from pathlib import Path
 import httpx
 
 from ..codes import ExitCode
+from ..engine.codec import event_from_json
+from ..logs import event_line
 
 COMMANDS = ("status", "pause", "resume", "drain", "undrain", "cancel", "events")
 
 
 def run_ctl(socket_path: Path, command: str, job_id: str | None = None,
-            exit_when_drained: bool = False, as_json: bool = False) -> int:
+            exit_when_drained: bool = False, fmt: str | None = None) -> int:
+    """``fmt``: text or json; None: text, but json log lines for ``events``."""
+    as_json = fmt == "json" or (fmt is None and command == "events")
     try:
         found = socket_path.is_socket()
     except PermissionError:  # a folder on the way is closed to this user
@@ -36,7 +44,8 @@ def run_ctl(socket_path: Path, command: str, job_id: str | None = None,
             elif command == "events":
                 with http.stream("GET", "/events", timeout=None) as response:
                     for line in response.iter_lines():
-                        print(line, flush=True)
+                        if line.strip():
+                            print(_event(line, as_json), flush=True)
                 return ExitCode.OK if response.status_code == 200 else ExitCode.FATAL
             elif command == "cancel":
                 response = http.post(f"/cancel/{job_id}")
@@ -50,6 +59,25 @@ def run_ctl(socket_path: Path, command: str, job_id: str | None = None,
     answer = response.json()
     print(json.dumps(answer) if as_json else ", ".join(f"{k}: {v}" for k, v in answer.items()))
     return ExitCode.OK if response.status_code == 200 else ExitCode.FATAL
+
+
+def _event(line: str, as_json: bool) -> str:
+    """An event off the socket as the log line the miner wrote for it (or a short one)."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(data, dict) or "event" not in data:
+        return line
+    event = event_from_json(data)
+    level = event.log_severity() if event is not None else "INFO"  # a newer agent's event
+    name, at, message = str(data.pop("event")), data.pop("at", 0.0), data.pop("message", "")
+    out = event_line(name=name, level=level, at=float(at or 0.0), message=str(message),
+                     fields={k: v for k, v in data.items() if v is not None})
+    if as_json:
+        return out
+    record = json.loads(out)
+    return f"{record['ts']} {record['level']:<7} {record['msg']}"
 
 
 def _status(s: dict) -> str:

@@ -40,12 +40,15 @@ async def run_demo(
     ui: Callable[[Engine], Awaitable[None]] | None = None,
     keep_state: Path | None = None,
     log_to: Callable[[Path, str], object] | None = None,
+    log_level: str = "INFO",
+    metrics: str | None = None,
 ) -> ExitCode:
     """Run the demo until interrupted (or until ``exit_after`` outcomes are delivered).
-    ``log_to(folder, level)`` sends logs to a file there (the console owns the terminal)."""
+    ``log_to(folder, level)`` sends logs to a file there (the console owns the terminal);
+    ``metrics`` (``host:port``) serves /metrics, /healthz and /readyz there."""
     root = keep_state or Path(tempfile.mkdtemp(prefix="aitbc-miner-demo-"))
     if log_to is not None:
-        log_to(root / "state", "INFO")
+        log_to(root / "state", log_level)
     try:
         async with Devnet(dialect, rate_limits=False) as devnet, \
                 FakeOllama(list(DEMO_MODELS), default=DEMO_BEHAVIOR) as ollama:
@@ -57,12 +60,14 @@ async def run_demo(
                 "inference": {"backend": "ollama" if gpus else "off", "url": ollama.url},
                 "heartbeat_interval_s": 5.0,
                 "paths": {"state_dir": str(root / "state"), "data_dir": str(root / "data")},
+                "metrics": {"listen": metrics},
             }, env={})
             engine = await asyncio.to_thread(build_engine, settings)  # NVML probe blocks
             feeder = Feeder(devnet.url, devnet.client_headers(), target=queued, interval=0.5,
                             mix=DEMO_MIX if gpus else DEFAULT_MIX)
             host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s,
-                        control_socket=control_socket_path(settings))
+                        control_socket=control_socket_path(settings),
+                        metrics_address=settings.metrics.address)
             async with asyncio.TaskGroup() as tg:
                 feeding = tg.create_task(feeder.run(), name="feeder")
                 stopper = tg.create_task(_stop_after(engine, exit_after), name="exit-after")

@@ -312,6 +312,9 @@ class MinerLauncher:
             "HEARTBEAT_INTERVAL_S": "2",
             "COORDINATOR__CONNECT_TIMEOUT_S": "1",
             "COORDINATOR__READ_TIMEOUT_S": "3",
+            # Tests wait on each step of a job (job_claimed, job_started, ...), which log
+            # at DEBUG: at INFO a job has one line, outcome_delivered.
+            "LOG__LEVEL": "DEBUG",
         }
         if devnet is not None:
             values["COORDINATOR__URL"] = devnet.url
