@@ -220,4 +220,4 @@ def test_without_the_sandbox_every_log_line_says_so(start_devnet, miner) -> None
     proc.wait_for(event_is("registered"))
     lines = proc.lines()
     assert lines and all(line.get("isolation") == "OFF" for line in lines)
-    assert any("WITHOUT a sandbox" in str(line.get("event")) for line in lines[:3])
+    assert any("WITHOUT a sandbox" in str(line.get("msg")) for line in lines[:3])
