@@ -29,6 +29,7 @@ import sys
 import termios
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,18 +130,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure_cpu(mode: str, seconds: float, size: tuple[int, int], rate_hz: float) -> float:
+def in_pty(argv: list[str], env: dict[str, str],
+           size: tuple[int, int]) -> tuple[subprocess.Popen[bytes], Callable[[], None]]:
+    """``argv`` in a pty of ``size`` whose output a thread reads and throws away (a terminal
+    that keeps up); the second value closes the pty once the process has ended."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor"}
-    env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, __file__, "--child", mode, "--rate", str(rate_hz)],
-                            stdin=slave, stdout=slave, stderr=slave, env=env,
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
                             start_new_session=True, close_fds=True)
     os.close(slave)
     done = threading.Event()
 
-    def drain() -> None:  # a terminal that reads everything the console writes
+    def drain() -> None:
         while not done.is_set():
             try:
                 if not os.read(master, 65536):
@@ -148,8 +149,20 @@ def measure_cpu(mode: str, seconds: float, size: tuple[int, int], rate_hz: float
             except OSError:
                 break
 
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    threading.Thread(target=drain, daemon=True).start()
+
+    def close() -> None:
+        done.set()
+        os.close(master)
+
+    return proc, close
+
+
+def measure_cpu(mode: str, seconds: float, size: tuple[int, int], rate_hz: float) -> float:
+    env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor"}
+    env.pop("NO_COLOR", None)
+    proc, close = in_pty([sys.executable, __file__, "--child", mode, "--rate", str(rate_hz)],
+                         env, size)
     try:
         time.sleep(4.0)  # start-up and the first full frame are not counted
         before, t0 = cpu_seconds(proc.pid), time.monotonic()
@@ -162,8 +175,7 @@ def measure_cpu(mode: str, seconds: float, size: tuple[int, int], rate_hz: float
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-        done.set()
-        os.close(master)
+        close()
     return 100.0 * used / wall
 
 

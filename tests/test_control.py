@@ -22,6 +22,7 @@ from aitbc_miner.devnet import Devnet
 from aitbc_miner.engine import Mode
 from aitbc_miner.host.control import ControlAccess, ControlServer, Peer, Role, role_of
 from tests.fakes import raw_http
+from tests.fakes.receipts import seed_receipts
 
 
 async def test_control_socket_is_owner_only_and_drives_the_engine(
@@ -209,3 +210,50 @@ def test_a_peer_is_an_operator_by_uid_or_group_and_never_more_on_the_read_only_s
     assert role(other, 1, ro=False) is Role.NONE
     assert role_of(Peer(1, other, 500, frozenset()), ControlAccess(), read_only_socket=False) \
         is Role.NONE
+
+
+# --- what viewers receive: snapshots without receipts, receipts a page at a time --------
+
+
+async def test_snapshots_leave_receipts_out_and_receipts_come_a_page_at_a_time(
+        devnet: Devnet, make_engine, run_engine, tmp_path: Path) -> None:
+    # Given a running miner holding 25 receipts (ids r00000 oldest ... r00024 newest)
+    ids = await seed_receipts(tmp_path / "miner" / "journal.sqlite3", 25, prefix="t")
+    newest_first = ids[::-1]
+    engine = make_engine(devnet.url, cpu=1)
+    server = ControlServer(engine, tmp_path / "ctl" / "control.sock")
+    await server.start()
+    run_engine(engine)
+    await engine.wait_until(lambda s: s.counters.receipts == 25, timeout=10)
+    transport = httpx.AsyncHTTPTransport(uds=str(server.read_only_path))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://miner") as http:
+            async def page(**params: Any) -> tuple[int, Any]:
+                answer = await http.get("/receipts", params=params)
+                return answer.status_code, answer.json()
+
+            plain = (await http.get("/snapshot")).json()
+            head = (await http.get("/snapshot", params={"receipts": 3})).json()
+            async with http.stream("GET", "/snapshots") as stream:
+                first_line = await anext(stream.aiter_lines())
+            newest = await page(limit=10)
+            older = await page(limit=10, before=newest_first[9])
+            last = await page(limit=10, before=newest_first[19])
+            since = await page(limit=10, after=newest_first[4])
+            gap = await page(limit=2, after=newest_first[4])
+            unknown = await page(before="no-such-receipt")
+            bad = await page(limit="many")
+    finally:
+        await server.stop()
+    # Then snapshots carry no receipt list unless asked, only the count
+    assert plain["receipts"] == [] and plain["counters"]["receipts"] == 25
+    assert json.loads(first_line)["receipts"] == []
+    assert [r["receipt_id"] for r in head["receipts"]] == newest_first[:3]
+    # and pages walk the receipts newest first, saying whether more lie beyond
+    ids_of = [[r["receipt_id"] for r in p[1]["items"]] for p in (newest, older, last, since, gap)]
+    assert ids_of[0] == newest_first[:10] and newest[1]["more"] is True
+    assert ids_of[1] == newest_first[10:20] and older[1]["more"] is True
+    assert ids_of[2] == newest_first[20:] and last[1]["more"] is False
+    assert ids_of[3] == newest_first[:4] and since[1]["more"] is False  # what came after
+    assert ids_of[4] == newest_first[:2] and gap[1]["more"] is True  # more than a page came
+    assert unknown[0] == 404 and bad[0] == 400

@@ -12,7 +12,10 @@ from aitbc_miner.engine import Mode
 from aitbc_miner.host.cli import build_parser, socket_for
 from aitbc_miner.host.control import ControlServer, read_only_socket_path
 from aitbc_miner.host.remote import RemoteEngine
+from tests.fakes.receipts import seed_receipts
+from tests.tui.conftest import screen_text, until
 from tui.app import MinerConsole
+from tui.screens import JobDetailsScreen
 
 
 async def _served(engine, tmp_path: Path) -> tuple[ControlServer, Path]:
@@ -120,3 +123,89 @@ def test_attach_and_ctl_use_the_read_only_socket_when_asked(tmp_path: Path) -> N
         "control.ro.sock")
     named = parse(["ctl", "pause", "--socket", "/run/aitbc-miner/control.sock", "--read-only"])
     assert socket_for(named) == Path("/run/aitbc-miner/control.sock")  # as named, no config
+
+
+def footer(app: MinerConsole) -> str:
+    return screen_text(app).splitlines()[-1]
+
+
+async def test_a_read_only_console_has_no_command_keys(
+        devnet: Devnet, make_engine, run_engine, tmp_path: Path) -> None:
+    # Given a console attached read-only to a miner that runs a job
+    engine, server, path = await _serving_a_job(devnet, make_engine, run_engine, tmp_path)
+    viewer = RemoteEngine(read_only_socket_path(path), read_only=True)
+    await viewer.connect()
+    app = MinerConsole(viewer, prefs_path=tmp_path / "console.json")
+    try:
+        async with app.run_test(size=(120, 34), notifications=True) as pilot:
+            await until(pilot, lambda: "READ-ONLY" in screen_text(app).splitlines()[0],
+                        what="the READ-ONLY badge")
+            # Then it says so, and offers no command: not in the footer, the palette, the help
+            assert "ATTACHED" in screen_text(app).splitlines()[0]
+            await until(pilot, lambda: "Quit" in footer(app), what="the footer")
+            bar = footer(app)
+            assert "Help" in bar and "Details" in bar
+            assert not [word for word in ("Pause", "Drain", "Cancel") if word in bar], bar
+            palette = [c.title for c in app.get_system_commands(app.screen)]
+            assert "Quit" in palette and "Details" in palette
+            assert not [t for t in palette if t.startswith(("Pause", "Resume", "Drain",
+                                                            "Undrain", "Cancel"))], palette
+            await pilot.press("question_mark")
+            shown = screen_text(app)
+            assert "READ-ONLY" in shown and "pause / resume" not in shown
+            await pilot.press("escape")
+            # When the operator presses every command key anyway
+            await pilot.press("p", "d", "D", "c")
+            # Then no dialog opens, the console says it is read-only, and the agent is as it was
+            assert app.screen is app.screen_stack[0]
+            await until(pilot, lambda: "read-only: this console only watches" in screen_text(app),
+                        what="the read-only note")
+            # and a job's details offer no cancel either
+            await pilot.press("enter")
+            assert isinstance(app.screen, JobDetailsScreen)
+            assert "read-only · Esc close" in screen_text(app)
+            await pilot.press("c")
+            assert isinstance(app.screen, JobDetailsScreen)
+    finally:
+        await viewer.close()
+        await server.stop()
+    snap = engine.snapshot()
+    assert snap.mode is Mode.RUNNING and snap.running == 1
+
+
+async def test_an_attached_console_pages_receipts_in_and_follows_new_ones(
+        devnet: Devnet, make_engine, run_engine, tmp_path: Path) -> None:
+    # Given a miner holding 450 receipts, and a console attached to it
+    ids = await seed_receipts(tmp_path / "miner" / "journal.sqlite3", 450, prefix="p")
+    engine = make_engine(devnet.url, cpu=1)
+    server, path = await _served(engine, tmp_path)
+    run_engine(engine)
+    await engine.wait_until(lambda s: s.counters.receipts == 450, timeout=10)
+    remote = RemoteEngine(path)
+    await remote.connect()
+    app = MinerConsole(remote, prefs_path=tmp_path / "console.json")
+    try:
+        async with app.run_test(size=(120, 34)) as pilot:
+            table = app.dashboard.receipts
+            # Then only the newest page came with the snapshots
+            await until(pilot, lambda: len(table) == 200, what="the newest page")
+            assert len(remote.snapshot().receipts) == 200
+            assert table.row(0).receipt_id == ids[-1]
+            assert "Receipts (450) · newest 200 shown" in (table.border_title or "")
+            # When the operator goes down to the oldest receipts loaded, twice
+            table.focus()
+            await pilot.press("end")
+            await until(pilot, lambda: len(table) == 400, what="a second page")
+            await pilot.press("end")
+            # Then the older pages come in, down to the oldest receipt
+            await until(pilot, lambda: len(table) == 450, what="the last page")
+            assert table.row(449).receipt_id == ids[0] and table.pages == 2
+            assert table.border_title == "Receipts (450)"
+            # When a job earns a new receipt
+            job = await devnet.submit_job({"type": "noop"})
+            # Then it arrives on top, the rest stays loaded
+            await until(pilot, lambda: len(table) == 451, what="the new receipt")
+            assert table.row(0).job_id == job["job_id"] and table.rebuilds == 0
+    finally:
+        await remote.close()
+        await server.stop()

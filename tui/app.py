@@ -6,15 +6,25 @@ through the engine's command API, the same one headless signals and the control 
 use. It never calls into the engine on a key press except for a command, and never
 reads ``engine.snapshot()`` after mounting: a slow coordinator, a stalled GPU read or a
 flood of snapshots cannot hold up key handling.
+
+Over a read-only viewer (``aitbc-miner attach --read-only``) the command keys are not
+bound: the footer, the help and the palette leave them out, and pressing one only says
+so. When its terminal goes away (SSH dropped, tmux killed) the console leaves at once
+and says why in ``terminal_gone``; the miner's host then runs on without it.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from rich.console import RenderableType
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -47,6 +57,10 @@ from .widgets.receipts import ReceiptsTable
 
 _DEFAULT = object()
 DRAINING_MODES = (Mode.DRAINING, Mode.DRAINED)
+COMMAND_ACTIONS = frozenset({"pause", "resume", "drain", "undrain", "cancel_job",
+                             "cancel_job_id"})
+COMMAND_KEYS = frozenset({"p", "d", "D", "c"})  # their keys, answered on a read-only console
+READ_ONLY = "read-only: this console only watches; commands need attach without --read-only"
 
 
 class MinerConsole(App[None]):
@@ -104,6 +118,9 @@ class MinerConsole(App[None]):
         self._last_has_jobs: bool | None = None
         self.quitting: str | None = None  # "drain" or "cancel" once the operator chose
         self.theme_problem: str | None = None
+        self.attached = bool(getattr(engine, "attached", False))  # a viewer of another process
+        self.read_only = bool(getattr(engine, "read_only", False))
+        self.terminal_gone: str | None = None  # why the console left its lost terminal
 
     # --- setup -----------------------------------------------------------------------
 
@@ -132,6 +149,9 @@ class MinerConsole(App[None]):
         self.dashboard.jobs.focus()
         if self.theme_problem:
             self.notify(self.theme_problem, severity="warning", markup=False)
+        if not self.is_headless and _on_terminal():
+            self.set_interval(1.0, self._check_terminal, name="terminal-watch")
+            self._resume_only_on_a_terminal()
 
     def on_unmount(self) -> None:
         if self._remove_listener is not None:
@@ -161,18 +181,54 @@ class MinerConsole(App[None]):
         if self.quitting and not snap.jobs and snap.mode in (Mode.DRAINED, Mode.STOPPING,
                                                                Mode.STOPPED):
             self.exit()
-        elif snap.mode is Mode.STOPPED:
+        elif snap.mode is Mode.STOPPED and not self.attached:  # a viewer waits for a restart
             self.exit()
 
     def on_engine_closed(self, _message: EngineClosed) -> None:
         """The engine stopped (a signal, an auth refusal, or our own drain-then-quit)."""
         self.exit()
 
+    # --- the terminal going away ----------------------------------------------------
+
+    def terminal_lost(self, why: str) -> None:
+        """The terminal is gone (SIGHUP, a hung-up tty): leave now, asking nothing."""
+        if self.terminal_gone is None:
+            self.terminal_gone = why
+            self.exit()
+
+    def _resume_only_on_a_terminal(self) -> None:
+        """Textual takes the terminal back on SIGCONT (after ctrl+z, fg). A hang-up sends
+        SIGCONT right after SIGHUP: taking back a dead terminal starts a second output
+        thread and can block the loop, and the engine with it. Only a live one is taken."""
+        resume = signal.getsignal(signal.SIGCONT)
+        if not callable(resume):
+            return
+
+        def on_continue(signum: int, frame: Any) -> None:
+            if _on_terminal() and self.terminal_gone is None:
+                resume(signum, frame)
+
+        signal.signal(signal.SIGCONT, on_continue)
+
+    def _check_terminal(self) -> None:
+        if not _on_terminal():
+            self.terminal_lost("the terminal is gone")
+
+    def panic(self, *renderables: RenderableType) -> None:
+        """A read from a terminal that hung up fails in Textual's input thread, which
+        panics: that is the terminal going away, not a crash."""
+        if not self.is_headless and not _on_terminal():
+            self.terminal_lost("the terminal is gone")
+            return
+        super().panic(*renderables)
+
     # --- which keys apply now --------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if isinstance(self.screen, ConsoleDialog):
             return False  # a dialog or details view answers its own keys only (Esc closes)
+        if self.read_only and action in COMMAND_ACTIONS:
+            return False  # not bound: not in the footer or the palette; the key only says so
         snap = self.latest
         mode = snap.mode if snap else None
         paused = mode is Mode.PAUSED if self._pause_intent is None else self._pause_intent
@@ -190,9 +246,24 @@ class MinerConsole(App[None]):
             return any(d.compact for d in self.query(Dashboard))
         return True
 
+    def on_key(self, event: events.Key) -> None:
+        if self.read_only and event.key in COMMAND_KEYS:
+            event.stop()
+            self.notify(READ_ONLY, severity="warning", markup=False)
+
+    def _unreachable(self) -> bool:
+        """An attached console whose agent does not answer: a command would go nowhere."""
+        if getattr(self.engine, "disconnected_since", None) is None:
+            return False
+        self.notify("the miner does not answer: nothing was sent", severity="warning",
+                    markup=False)
+        return True
+
     # --- actions: each one an engine command ----------------------------------------
 
     def action_pause(self) -> None:
+        if self._unreachable():
+            return
         if self.latest and self.latest.mode in DRAINING_MODES:
             self.notify("draining already takes no new jobs; D undrains", markup=False)
             return
@@ -202,6 +273,8 @@ class MinerConsole(App[None]):
         self.notify("paused: no new jobs are claimed; running jobs go on", markup=False)
 
     def action_resume(self) -> None:
+        if self._unreachable():
+            return
         self.engine.resume()
         self._pause_intent = False
         self.refresh_bindings()
@@ -211,7 +284,7 @@ class MinerConsole(App[None]):
         running = len(self.latest.jobs) if self.latest else 0
 
         def answer(yes: bool | None) -> None:
-            if yes:
+            if yes and not self._unreachable():
                 self.engine.drain()
                 self.notify(f"draining: {running} job(s) left; D undrains", markup=False)
 
@@ -220,6 +293,8 @@ class MinerConsole(App[None]):
             "delivered, then the miner idles (D undrains).", yes="Drain"), answer)
 
     def action_undrain(self) -> None:
+        if self._unreachable():
+            return
         self.quitting = None
         self.dashboard.quitting = False
         self.engine.undrain()
@@ -239,7 +314,7 @@ class MinerConsole(App[None]):
         what = f"{job_id} ({job.job_type} on {where})" if job else job_id
 
         def answer(yes: bool | None) -> None:
-            if not yes:
+            if not yes or self._unreachable():
                 return
             if self.engine.cancel(job_id):
                 self.notify(f"canceling job {job_id}: it is reported E_CANCELED", markup=False)
@@ -273,7 +348,8 @@ class MinerConsole(App[None]):
 
     def show_job(self, job_id: str) -> None:
         self.push_screen(JobDetailsScreen(job_id, lambda: self.latest,
-                                          self.dashboard.events.for_job, self.clock))
+                                          self.dashboard.events.for_job, self.clock,
+                                          read_only=self.read_only))
 
     def show_receipt(self, receipt: Any) -> None:
         self.push_screen(ReceiptDetailsScreen(receipt, self.engine))
@@ -300,7 +376,7 @@ class MinerConsole(App[None]):
         self.notify(f"theme {self.theme} (remembered)", markup=False)
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(read_only=self.read_only))
 
     async def action_quit(self) -> None:
         """ctrl+q (Textual's own quit key) goes through the same safe quit."""
@@ -359,3 +435,11 @@ class MinerConsole(App[None]):
         for command in super().get_system_commands(screen):
             if command.title.lower() not in ("quit", "quit the application"):
                 yield command
+
+
+def _on_terminal() -> bool:
+    """Whether the console's terminal is still there (a hung-up tty no longer is one)."""
+    try:
+        return os.isatty(sys.__stdout__.fileno()) if sys.__stdout__ is not None else False
+    except (OSError, ValueError):
+        return False

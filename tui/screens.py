@@ -134,6 +134,18 @@ What the words mean
 
 Esc, ? or q closes this help.
 """
+COMMAND_KEY_LINES = (" p  ", " d  ", " D  ", " c  ")
+READ_ONLY_NOTE = ("READ-ONLY: this console only watches (attach --read-only). Pausing,\n"
+                  "draining and canceling need `aitbc-miner attach` on control.sock.\n\n")
+
+
+def help_text(read_only: bool = False) -> str:
+    """The help, without the command keys on a read-only console."""
+    if not read_only:
+        return HELP
+    lines = [line for line in HELP.splitlines(keepends=True)
+             if not line.startswith(COMMAND_KEY_LINES)]
+    return READ_ONLY_NOTE + "".join(lines)
 
 
 class HelpScreen(ConsoleDialog, ModalScreen[None]):
@@ -142,10 +154,14 @@ class HelpScreen(ConsoleDialog, ModalScreen[None]):
     """
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
 
+    def __init__(self, read_only: bool = False) -> None:
+        super().__init__()
+        self.read_only = read_only
+
     def compose(self) -> ComposeResult:
         with Vertical():
             with VerticalScroll():
-                yield Static(Content(HELP), classes="question")
+                yield Static(Content(help_text(self.read_only)), classes="question")
 
 
 DETAIL_CSS = """
@@ -167,19 +183,25 @@ class JobDetailsScreen(ConsoleDialog, ModalScreen[None]):
                 Binding("c", "cancel_job", "Cancel this job")]
 
     def __init__(self, job_id: str, latest: Callable[[], Snapshot | None],
-                 events: Callable[[str], list[Event]], clock: Callable[[], float]) -> None:
+                 events: Callable[[str], list[Event]], clock: Callable[[], float],
+                 read_only: bool = False) -> None:
         super().__init__()
         self.job_id = job_id
         self.latest = latest
         self.events = events
         self.clock = clock
+        self.read_only = read_only
 
     def compose(self) -> ComposeResult:
+        hint = "read-only · Esc close" if self.read_only else "c cancel this job · Esc close"
         with Vertical():
             yield Static(f"Job {self.job_id}", markup=False, id="title")
             with VerticalScroll():
                 yield Static(markup=False, id="body")
-            yield Static("c cancel this job · Esc close", markup=False, classes="hint")
+            yield Static(hint, markup=False, classes="hint")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (self.read_only and action == "cancel_job")
 
     def on_mount(self) -> None:
         self.query_one("#title", Static).styles.text_style = "bold"

@@ -15,7 +15,7 @@ from enum import Enum
 from functools import cache
 from typing import Any
 
-from .snapshot import Event, Snapshot
+from .snapshot import Event, ReceiptView, Snapshot
 
 
 def to_jsonable(value: Any) -> Any:
@@ -36,6 +36,10 @@ def to_jsonable(value: Any) -> Any:
 
 def snapshot_from_json(data: dict[str, Any]) -> Snapshot:
     return _decode(Snapshot, data)
+
+
+def receipt_from_json(data: dict[str, Any]) -> ReceiptView:
+    return _decode(ReceiptView, data)
 
 
 def event_from_json(data: dict[str, Any]) -> Event | None:

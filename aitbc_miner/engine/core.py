@@ -136,6 +136,7 @@ class Core:
         self.exit_when_drained = False
         self.stopping = False
         self.started = False
+        self.started_at = clock()  # the agent's start, for its uptime in every viewer
         self.stopped = asyncio.Event()
 
         self.link = Link.CONNECTING
@@ -248,6 +249,7 @@ class Core:
             earnings=self.earnings,
             gpu=self.gpu,
             disk=self.disk,
+            started_at=self.started_at,
         )
 
     def changed(self) -> None:

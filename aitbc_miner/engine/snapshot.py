@@ -216,6 +216,7 @@ class Snapshot:
     gpu: GpuStatus = GpuStatus()
     disk: DiskView = DiskView()
     warnings: tuple[str, ...] = ()  # standing problems every screen shows (e.g. no sandbox)
+    started_at: float | None = None  # when the agent started: uptime is the agent's
 
     @property
     def running(self) -> int:

@@ -16,8 +16,8 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..codes import ExitCode
@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--read-only", action="store_true",
                         help="watch only, through the read-only socket; keys do nothing")
     attach.add_argument("--socket", type=Path, metavar="PATH", help=_SOCKET_HELP)
+    attach.add_argument("--give-up-after", type=float, default=300.0, metavar="SECONDS",
+                        help="when the miner stops answering, retry this long, then exit 1 "
+                        "(default 300; a socket file gone for 30 s ends it sooner)")
     ctl = sub.add_parser("ctl", help="control a running miner through its socket")
     ctl.add_argument("action", choices=COMMANDS)
     ctl.add_argument("job_id", nargs="?", help="the job to cancel")
@@ -253,10 +256,11 @@ def _attach(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _log_to_file(settings.paths.effective_state_dir, settings.log.level)
 
-    async def attached() -> None:
+    async def attached() -> str | None:
         from tui.app import MinerConsole
 
-        remote = RemoteEngine(socket_for(args, settings), read_only=args.read_only)
+        remote = RemoteEngine(socket_for(args, settings), read_only=args.read_only,
+                              give_up_after_s=args.give_up_after)
         await remote.connect()
         try:
             await MinerConsole(remote, theme=args.theme, default_theme=settings.console.theme,
@@ -264,30 +268,47 @@ def _attach(args: argparse.Namespace) -> int:
                                ).run_async()
         finally:
             await remote.close()
+        return remote.gone
 
     try:
-        asyncio.run(attached())
+        gone = asyncio.run(attached())
     except AgentUnreachable as exc:
         print(str(exc), file=sys.stderr)
+        return ExitCode.FATAL
+    if gone:  # said after the console gave the terminal back
+        print(f"aitbc-miner attach: {gone}", file=sys.stderr)
         return ExitCode.FATAL
     return ExitCode.OK
 
 
-def _console(theme: str | None, default_theme: str | None = None,
-             state_dir: Path | None = None) -> Callable[[Engine], Awaitable[None]]:
-    """The Textual console as a coroutine over an engine; imported only when used.
+class Console:
+    """The Textual console as a coroutine over an engine (``await Console(...)(engine)``);
+    imported only when used. ``hang_up()`` closes it at once: the host calls it on SIGHUP,
+    when the terminal is gone.
 
     ``theme`` is ``--theme`` (wins over the one remembered from ``t``, kept in
     ``state_dir/console.json``); ``default_theme`` is the config's, used when neither is set."""
 
-    async def run_console(engine: Engine) -> None:
+    def __init__(self, theme: str | None, default_theme: str | None = None,
+                 state_dir: Path | None = None) -> None:
+        self.theme, self.default_theme, self.state_dir = theme, default_theme, state_dir
+        self.app: Any = None
+        self.hung_up = False
+
+    async def __call__(self, engine: Engine) -> None:
         from tui.app import MinerConsole
 
-        extra = {"prefs_path": state_dir / "console.json"} if state_dir else {}
-        await MinerConsole(engine, theme=theme, default_theme=default_theme,
-                           **extra).run_async()
+        if self.hung_up:  # the terminal went before the console could open on it
+            return
+        extra = {"prefs_path": self.state_dir / "console.json"} if self.state_dir else {}
+        self.app = MinerConsole(engine, theme=self.theme, default_theme=self.default_theme,
+                                **extra)
+        await self.app.run_async()
 
-    return run_console
+    def hang_up(self) -> None:
+        self.hung_up = True
+        if self.app is not None:
+            self.app.terminal_lost("SIGHUP")
 
 
 def _run_miner(args: argparse.Namespace, headless: bool) -> int:
@@ -308,10 +329,11 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
                 control_access=control_access(settings),
                 metrics_address=settings.metrics.address,
                 reload=Reloader(engine, settings, lambda: _settings(args)))
-    ui = None if headless else _console(args.theme, settings.console.theme,
-                                        settings.paths.effective_state_dir)
+    ui = None if headless else Console(args.theme, settings.console.theme,
+                                       settings.paths.effective_state_dir)
     try:
-        return asyncio.run(host.run(ui))
+        return _said(asyncio.run(host.run(ui)), host,
+                     None if headless else settings.paths.effective_state_dir / LOG_FILE)
     except Exception as exc:  # last resort: one line naming the causes, never the key
         return _fatal(exc, None if headless else settings.paths.effective_state_dir / LOG_FILE)
     finally:
@@ -328,6 +350,14 @@ def _fatal(exc: BaseException, log_file: Path | None) -> int:
         operator_error(redact(f"aitbc-miner: fatal error: {cause} (log: {log_file})"),
                        ExitCode.FATAL)
     return ExitCode.FATAL
+
+
+def _said(code: int, host: Host, log_file: Path | None) -> int:
+    """With the console, why the miner stopped on its own (the key refused) goes to the
+    terminal the console gave back: the log went to a file."""
+    if host.reason and log_file is not None and not host.hung_up:
+        operator_error(redact(f"aitbc-miner: stopped: {host.reason} (log: {log_file})"), code)
+    return code
 
 
 def _end_quietly() -> None:
@@ -351,7 +381,7 @@ def _run_demo(args: argparse.Namespace, headless: bool) -> int:
     level = args.log_level or "INFO"
     if headless:
         setup_logging(level, on_output_closed=_end_quietly)
-    ui = None if headless else _console(args.theme)
+    ui = None if headless else Console(args.theme)
     log_dir = None if headless else _log_to_file
     return asyncio.run(run_demo(dialect=args.dialect, slots=args.slots, gpus=args.simulate_gpus,
                                 exit_after=args.exit_after, ui=ui, log_to=log_dir,

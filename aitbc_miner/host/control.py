@@ -17,8 +17,12 @@ answered 503 and closed at once, before any handler sees it.
 
 Routes (HTTP over the Unix socket, JSON bodies)::
 
-    GET  /snapshot              the current Snapshot
+    GET  /snapshot              the current Snapshot (``?receipts=N``: with the newest N
+                                receipts; none by default, see /receipts)
     GET  /snapshots             NDJSON stream: the current Snapshot, then each published one
+                                (``?receipts=N`` as above)
+    GET  /receipts              a page of receipts, newest first: ``?limit=N`` (default 200),
+                                ``&before=ID`` older than ID, ``&after=ID`` newer than ID
     GET  /events                NDJSON stream of events (the recent ones first)
     GET  /receipts/{id}         a stored receipt as the coordinator signed it
     GET  /healthz | /readyz     200 or 503: engine running | registered, heartbeat recent
@@ -38,7 +42,7 @@ import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +221,7 @@ class ControlServer:
         app.router.add_get("/snapshot", self._snapshot)
         app.router.add_get("/snapshots", self._snapshots)
         app.router.add_get("/events", self._events)
+        app.router.add_get("/receipts", self._receipts)
         app.router.add_get("/receipts/{receipt_id}", self._receipt)
         add_health_routes(app, self.engine)  # GET /healthz, /readyz: any reader may ask
         app.router.add_post("/pause", self._command(lambda e, _b: e.pause()))
@@ -297,8 +302,8 @@ class ControlServer:
                       "user in the operator group")
         return web.json_response({"status": "forbidden", "reason": reason}, status=403)
 
-    async def _snapshot(self, _request: web.Request) -> web.Response:
-        return web.json_response(to_jsonable(self.engine.snapshot()))
+    async def _snapshot(self, request: web.Request) -> web.Response:
+        return web.json_response(to_jsonable(_light(self.engine.snapshot(), request)))
 
     async def _snapshots(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -314,7 +319,7 @@ class ControlServer:
         try:
             snapshot = self.engine.snapshot()
             while True:
-                line = json.dumps(to_jsonable(snapshot), separators=(",", ":"))
+                line = json.dumps(to_jsonable(_light(snapshot, request)), separators=(",", ":"))
                 await response.write(line.encode() + b"\n")
                 snapshot = await latest.get()
         except ConnectionResetError:
@@ -322,6 +327,30 @@ class ControlServer:
         finally:
             remove()
         return response
+
+    async def _receipts(self, request: web.Request) -> web.Response:
+        """A page of the receipts the engine holds (newest first), for viewers that page."""
+        query = request.query
+        try:
+            limit = _count(query.get("limit"), RECEIPT_PAGE)
+        except ValueError:
+            return web.json_response({"status": "bad limit"}, status=400)
+        before, after = query.get("before"), query.get("after")
+        if before and after:
+            return web.json_response({"status": "before or after, not both"}, status=400)
+        held = self.engine.snapshot().receipts
+        start, end, more = 0, limit, len(held) > limit
+        if before or after:
+            index = next((i for i, r in enumerate(held) if r.receipt_id in (before, after)), None)
+            if index is None:
+                return web.json_response({"status": "unknown receipt"}, status=404)
+            if before:  # the page just older than ``before``
+                start, end = index + 1, index + 1 + limit
+                more = end < len(held)
+            else:  # what arrived since ``after``; ``more``: over a page, the oldest left out
+                end, more = min(index, limit), index > limit
+        return web.json_response({"items": to_jsonable(held[start:end]), "more": more,
+                                  "held": len(held)})
 
     async def _receipt(self, request: web.Request) -> web.Response:
         body = await self.engine.receipt_body(request.match_info["receipt_id"])
@@ -356,3 +385,27 @@ class ControlServer:
         if not self.engine.cancel(job_id):
             return web.json_response({"status": "unknown job", "job_id": job_id}, status=404)
         return web.json_response({"status": "ok", "job_id": job_id})
+
+
+RECEIPT_PAGE = 200  # receipts per page when the viewer names no limit
+MAX_RECEIPT_PAGE = 1000
+
+
+def _count(value: str | None, default: int) -> int:
+    """A ``receipts``/``limit`` query value: 0..MAX_RECEIPT_PAGE (ValueError otherwise)."""
+    if value is None:
+        return default
+    n = int(value)
+    if not 0 <= n <= MAX_RECEIPT_PAGE:
+        raise ValueError(value)
+    return n
+
+
+def _light(snapshot: Snapshot, request: web.Request) -> Snapshot:
+    """The snapshot with only the newest ``?receipts=N`` receipts (none by default): what a
+    viewer receives costs the same however many receipts the miner holds."""
+    try:
+        n = _count(request.query.get("receipts"), 0)
+    except ValueError:
+        n = 0
+    return replace(snapshot, receipts=snapshot.receipts[:n])

@@ -67,7 +67,8 @@ async def run_demo(
                             mix=DEMO_MIX if gpus else DEFAULT_MIX)
             host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s,
                         control_socket=control_socket_path(settings),
-                        metrics_address=settings.metrics.address)
+                        metrics_address=settings.metrics.address,
+                        detachable=False)  # a demo whose terminal went stops with it
             async with asyncio.TaskGroup() as tg:
                 feeding = tg.create_task(feeder.run(), name="feeder")
                 stopper = tg.create_task(_stop_after(engine, exit_after), name="exit-after")

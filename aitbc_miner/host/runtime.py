@@ -3,7 +3,9 @@
 Signals belong here, not in the engine (``Engine`` has no signal code). Headless:
 SIGTERM (and SIGINT) = drain, then exit once running jobs are done (after
 ``jobs.drain_grace_s`` they are canceled); a second one = cancel running jobs, then exit.
-SIGHUP = reload the configuration (``Host.on_reload``; never exits).
+SIGHUP = reload the configuration (``Host.on_reload``; never exits). Under the console,
+SIGHUP means its terminal is gone (SSH dropped, tmux killed): the console closes and the
+miner runs on without it, as if headless, until a termination signal (docs/attach.md).
 """
 
 from __future__ import annotations
@@ -180,8 +182,10 @@ class Host:
                  control_socket: Path | None = None,
                  control_access: ControlAccess | None = None,
                  metrics_address: tuple[str, int] | None = None,
-                 reload: Callable[[], Reloaded] | None = None) -> None:
+                 reload: Callable[[], Reloaded] | None = None,
+                 detachable: bool = True) -> None:
         self.engine = engine
+        self.detachable = detachable  # False: losing the console's terminal stops the miner
         self.reload = reload  # reads the config again and applies what it can
         self.drain_grace_s = drain_grace_s
         self.control = (ControlServer(engine, control_socket, control_access)
@@ -189,6 +193,8 @@ class Host:
         self.metrics = MetricsServer(engine, *metrics_address) if metrics_address else None
         self.notifier = Notifier()  # systemd's NOTIFY_SOCKET, if any
         self.exit_code = ExitCode.OK
+        self.reason: str | None = None  # why it stopped on its own (the key refused)
+        self.hung_up = False  # the console's terminal went away; the engine ran on
         self._terms = 0
 
     def on_terminate(self) -> None:
@@ -225,10 +231,25 @@ class Host:
                           extra={"event_name": "config_not_reloaded"})
         self.notifier.send("READY=1", f"STATUS={status_line(self.engine.snapshot())}")
 
+    def on_hangup(self, ui: object = None) -> None:
+        """The console's terminal is gone: the console closes at once (``ui.hang_up()``)
+        and the engine runs on. Later SIGHUPs change nothing."""
+        if self.hung_up:
+            return
+        self.hung_up = True
+        log.warning("the console's terminal is gone: the console closes and the miner runs "
+                    "on without it (aitbc-miner attach shows it; SIGTERM drains and stops it)",
+                    extra={"event_name": "console_detached"})
+        detach_stdio()
+        hang_up = getattr(ui, "hang_up", None)
+        if callable(hang_up):
+            hang_up()
+
     async def _watch_auth(self) -> None:
         async for event in self.engine.subscribe():
             if isinstance(event, AuthRefusedEvent):
                 self.exit_code = ExitCode.AUTH
+                self.reason = event.message or "the coordinator refused the miner key"
                 self.engine.drain(exit_when_drained=True, grace_s=self.drain_grace_s)
 
     async def run(self, ui: Callable[[Engine], Awaitable[None]] | None = None,
@@ -243,7 +264,9 @@ class Host:
                 installed.append(sig)
             if ui is None:  # headless; under the console SIGHUP means the terminal is gone
                 loop.add_signal_handler(signal.SIGHUP, self.on_reload)
-                installed.append(signal.SIGHUP)
+            else:
+                loop.add_signal_handler(signal.SIGHUP, self.on_hangup, ui)
+            installed.append(signal.SIGHUP)
         watcher = asyncio.create_task(self._watch_auth())
         systemd = asyncio.create_task(notify_systemd(self.engine, self.notifier))
         if self.control is not None:
@@ -254,7 +277,12 @@ class Host:
         try:
             if ui is not None:
                 await ui(self.engine)
-                if not engine_task.done():
+                if (self.hung_up or not terminal_present()) and self.detachable:
+                    self.on_hangup()  # the console left a lost terminal: run on headless
+                    if signals and signal.SIGINT not in installed:
+                        loop.add_signal_handler(signal.SIGINT, self.on_terminate)
+                        installed.append(signal.SIGINT)
+                elif not engine_task.done():
                     self.engine.stop()
             await engine_task
         finally:
@@ -268,6 +296,25 @@ class Host:
             for sig in installed:
                 loop.remove_signal_handler(sig)
         return self.exit_code
+
+
+def terminal_present() -> bool:
+    """Whether stdout is still a terminal (a hung-up tty, or /dev/null, is not)."""
+    try:
+        return os.isatty(1)
+    except OSError:
+        return False
+
+
+def detach_stdio() -> None:
+    """stdin, stdout and stderr to /dev/null: the terminal is gone, and reading or writing
+    it would fail (or spin) from now on. Logs go to the log file already."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 def control_socket_path(settings: Settings) -> Path:

@@ -5,92 +5,25 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
-import shutil
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-TMUX = shutil.which("tmux")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(TMUX is None,
-                                 reason="tmux is not installed (apt-get install tmux)")]
+from tests.terminal import MARK, Tmux, miner_command, needs_tmux, processes_marked, shell_command
+from tests.terminal import tmux as tmux  # noqa: F401  (the fixture)
 
-
-def miner_command() -> str:
-    """The installed console script: beside this interpreter (a venv), else on PATH."""
-    beside = Path(sys.executable).parent / "aitbc-miner"
-    found = str(beside) if beside.exists() else shutil.which("aitbc-miner")
-    if found is None:
-        pytest.fail("aitbc-miner is not installed: pip install -e . (or pip install .)")
-    return found
-
-
-class Tmux:
-    def __init__(self, tmp: Path) -> None:
-        self.socket = f"aitbc-test-{uuid.uuid4().hex[:8]}"
-        self.tmp = tmp
-
-    def __call__(self, *args: str) -> str:
-        assert TMUX is not None
-        return subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, text=True,
-                              check=True, timeout=10).stdout
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", "demo")
-
-    def wait_for(self, predicate: Callable[[str], bool], timeout: float, what: str) -> str:
-        deadline = time.monotonic() + timeout
-        text = ""
-        while time.monotonic() < deadline:
-            text = self.screen()
-            if predicate(text):
-                return text
-            time.sleep(0.25)
-        raise AssertionError(f"not on screen within {timeout}s: {what}\n{text}")
-
-    def kill(self) -> None:
-        subprocess.run([str(TMUX), "-L", self.socket, "kill-server"], capture_output=True,
-                       timeout=10)
-
-
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    session = Tmux(tmp_path)
-    yield session
-    session.kill()
-
-
-def processes_marked(marker: str) -> list[int]:
-    """Processes whose environment carries ``marker`` (the demo and anything it started)."""
-    found = []
-    needle = f"AITBC_TUI_TEST_MARK={marker}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+pytestmark = [pytest.mark.slow, needs_tmux]
 
 
 @pytest.mark.timeout(180)
 def test_demo_in_tmux_pause_then_quit_cleanly(tmux: Tmux, tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     rc_file = tmp_path / "rc"
-    env = {"AITBC_TUI_TEST_MARK": marker, "XDG_STATE_HOME": str(tmp_path / "state"),
+    env = {MARK: marker, "XDG_STATE_HOME": str(tmp_path / "state"),
            "TERM": "xterm-256color", "COLORTERM": "truecolor"}
-    command = (f"env {' '.join(f'{k}={shlex.quote(v)}' for k, v in env.items())} "
-               f"{shlex.quote(miner_command())} demo; echo $? > {shlex.quote(str(rc_file))}; "
-               "sleep 60")
-    tmux("new-session", "-d", "-s", "demo", "-x", "120", "-y", "34", command)
+    tmux.start("demo", shell_command([miner_command(), "demo"], env, rc_file))
 
     # Jobs run and complete: receipts arrive, verified against the pinned key.
     def receipts_shown(text: str) -> bool:

@@ -24,7 +24,7 @@ from ..messages import SnapshotArrived
 from .earnings import EarningsPanel
 from .events import EventsPanel
 from .gpu import GpuPanel
-from .header import StatusHeader
+from .header import Attachment, StatusHeader
 from .jobs import JobsTable
 from .receipts import ReceiptsTable
 from .slots import SlotsPanel
@@ -94,7 +94,7 @@ class Dashboard(Vertical):
             yield SlotsPanel()
         yield JobsTable(id="jobs")
         with Horizontal(id="money-row"):
-            yield ReceiptsTable(id="receipts")
+            yield ReceiptsTable(id="receipts", pager=getattr(self.engine, "receipts_before", None))
             yield EarningsPanel()
         yield EventsPanel(self.engine, self.clock, subscription=self.subscription)
 
@@ -144,7 +144,8 @@ class Dashboard(Vertical):
             return
         self.latest = snap
         now = self.clock()
-        self.query_one(StatusHeader).show(snap, now, self.started_at, self.compact, self.quitting)
+        self.query_one(StatusHeader).show(snap, now, self.started_at, self.compact, self.quitting,
+                                          Attachment.of(self.engine))
         self.query_one(GpuPanel).show(snap, self.compact)
         self.query_one(SlotsPanel).show(snap, now)
         self.query_one(JobsTable).show(snap, now)

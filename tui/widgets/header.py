@@ -5,11 +5,15 @@ retries, AUTH REFUSED), miner id @ coordinator, uptime and version. Line 2: what
 the operator, in colour and in words (why the link is down, a lost GPU), then slots,
 today's earnings, the outbox, poll cadence and claims in flight. A data disk below its
 free-space floor shows on both: the badge says the miner is not claiming, line 2 why.
+An attached console (``aitbc-miner attach``) adds ATTACHED (and READ-ONLY) badges; while
+the agent does not answer, DISCONNECTED replaces the mode and line 2 says since when.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -22,6 +26,33 @@ from .. import fmt
 
 SEP = ("  │  ", "$foreground-muted")
 NARROW_SEP = (" │ ", "$foreground-muted")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """How an attached console reaches its agent (None in the miner's own console)."""
+
+    read_only: bool = False
+    socket: str = ""
+    lost_since: float | None = None  # the agent stopped answering then; None: connected
+
+    @classmethod
+    def of(cls, engine: Any) -> Attachment | None:
+        """From a viewer engine that says it is ``attached`` (``RemoteEngine``)."""
+        if not getattr(engine, "attached", False):
+            return None
+        return cls(bool(getattr(engine, "read_only", False)),
+                   str(getattr(engine, "socket_path", "")),
+                   getattr(engine, "disconnected_since", None))
+
+
+def attachment_badges(att: Attachment | None) -> list[tuple[str, str]]:
+    if att is None:
+        return []
+    parts = [(" ", ""), (" ATTACHED ", "bold $background on $primary")]
+    if att.read_only:
+        parts += [(" ", ""), (" READ-ONLY ", "bold $background on $accent")]
+    return parts
 
 
 def mode_badge(snap: Snapshot, quitting: bool = False) -> tuple[str, str]:
@@ -104,12 +135,18 @@ def _fit(parts: list[tuple[str, str]], flexible: int, width: int) -> list[tuple[
 
 
 def line_one(snap: Snapshot, now: float, started_at: float, width: int, compact: bool,
-             quitting: bool = False) -> Content:
-    """``RUNNING │ ● registered · heartbeat 3 s ago │ rig-01 @ host │ up 2h13m │ version``."""
+             quitting: bool = False, attachment: Attachment | None = None) -> Content:
+    """``RUNNING │ ● registered · heartbeat 3 s ago │ rig-01 @ host │ up 2h13m │ version``.
+
+    The uptime is the agent's (``snap.started_at``) where the snapshot says it."""
     sep = NARROW_SEP if compact else SEP
-    uptime = f"up {fmt.uptime(now - started_at)}"
+    since = snap.started_at if snap.started_at is not None else started_at
+    uptime = f"up {fmt.uptime(now - since)}"
     host = fmt.host_of(snap.connection.url)
-    parts = [mode_badge(snap, quitting), sep, *link_parts(snap, now), sep,
+    badge = mode_badge(snap, quitting)
+    if attachment is not None and attachment.lost_since is not None:
+        badge = (" DISCONNECTED · retrying ", "bold $background on $error")
+    parts = [badge, *attachment_badges(attachment), sep, *link_parts(snap, now), sep,
              (snap.miner_id, "bold"), (f" @ {host}", ""), sep, (uptime, "")]
     if not compact:
         parts += [sep, (f"aitbc-miner {snap.version}", "$foreground-muted")]
@@ -138,10 +175,17 @@ def slot_summary(snap: Snapshot) -> list[tuple[str, str]]:
     return parts
 
 
-def line_two(snap: Snapshot, compact: bool) -> Content:
+def line_two(snap: Snapshot, compact: bool, attachment: Attachment | None = None,
+             now: float = 0.0) -> Content:
     """Problems first (colour and words), then today's earnings, slots, outbox, polling."""
     sep = NARROW_SEP if compact else SEP
     parts: list[tuple[str, str]] = []
+    if attachment is not None and attachment.lost_since is not None:
+        lost = fmt.age(attachment.lost_since, now)
+        text = (f"no answer since {lost}" if compact else
+                f"the miner does not answer on {attachment.socket} (since {lost}): retrying; "
+                "what follows is as it was then")
+        parts += [(text, "bold $error"), sep]
     for item in problem(snap, compact):
         parts += [item, sep]
     e = snap.earnings
@@ -174,10 +218,10 @@ class StatusHeader(Vertical):
         yield Static(id="status-line-2", markup=False)
 
     def show(self, snap: Snapshot, now: float, started_at: float, compact: bool,
-             quitting: bool = False) -> None:
+             quitting: bool = False, attachment: Attachment | None = None) -> None:
         width = max(20, self.app.size.width - 2)  # the header spans the screen
-        one = line_one(snap, now, started_at, width, compact, quitting)
-        two = line_two(snap, compact)
+        one = line_one(snap, now, started_at, width, compact, quitting, attachment)
+        two = line_two(snap, compact, attachment, now)
         shown = (one.plain, one.spans, two.plain, two.spans)
         if shown != self._shown:
             self._shown = shown

@@ -5,12 +5,16 @@ id), so an update costs what is new, not what is kept. The selected receipt stay
 selected as new ones arrive; while the cursor is on the newest row it follows the
 newest. Receipts that are not counted (invalid, mismatched, duplicate) are highlighted
 and say why in words.
+
+An attached console's snapshots carry only the newest receipts; with a ``pager`` (the
+viewer's ``receipts_before``) the older ones are fetched a page at a time as the cursor
+or the scroll nears the oldest row loaded.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from rich.segment import Segment
 from rich.style import Style as RichStyle
@@ -26,6 +30,8 @@ from aitbc_miner.engine.snapshot import ReceiptView, Snapshot
 from .. import fmt
 
 MAX_ROWS = 10_000
+PAGE = 200  # receipts asked for at a time when paging in older ones
+Pager = Callable[[str, int], Awaitable[Sequence[ReceiptView]]]
 
 
 def _fit(text: str, width: int, right: bool = False) -> str:
@@ -78,8 +84,15 @@ class ReceiptsTable(ScrollView, can_focus=True):
             super().__init__()
             self.receipt = receipt
 
-    def __init__(self, *, now: float = 0.0, **kwargs: object) -> None:
+    def __init__(self, *, now: float = 0.0, pager: Pager | None = None,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.pager = pager
+        self.total = 0  # receipts the miner has, loaded here or not
+        self.flagged = 0
+        self.pages = 0  # older pages paged in (tests read it)
+        self._paging = False
+        self._exhausted = False  # the miner had nothing older to give
         self._rows: deque[ReceiptView] = deque(maxlen=MAX_ROWS)  # oldest first
         self._ids: set[str] = set()
         self.cursor = 0  # index from the newest (0 = newest)
@@ -107,12 +120,17 @@ class ReceiptsTable(ScrollView, can_focus=True):
         self.now = now
         self.currency = snap.earnings.currency
         self.applied = self._merge(snap.receipts)
-        total, flagged = snap.counters.receipts, snap.counters.receipts_flagged
-        title = f"Receipts ({total:,}"
-        title += f", {flagged:,} NOT COUNTED)" if flagged else ")"
-        if total > len(self._rows):
+        self.total, self.flagged = snap.counters.receipts, snap.counters.receipts_flagged
+        self._retitle()
+        self._want_older()
+
+    def _retitle(self) -> None:
+        title = f"Receipts ({self.total:,}"
+        title += f", {self.flagged:,} NOT COUNTED)" if self.flagged else ")"
+        if self.total > len(self._rows):
             title += f" · newest {len(self._rows):,} shown"
-        self.border_title = title
+        if title != self.border_title:  # setting it repaints every row, once a second
+            self.border_title = title
 
     def _merge(self, receipts: Sequence[ReceiptView]) -> int:
         """Add what is newer than the newest row shown; returns how many were added."""
@@ -148,6 +166,7 @@ class ReceiptsTable(ScrollView, can_focus=True):
     def _reset(self, receipts: Sequence[ReceiptView]) -> int:
         key = self.selected.receipt_id if self.selected else None
         self.rebuilds += 1
+        self._exhausted = False
         self._rows.clear()
         self._ids.clear()
         for receipt in reversed(receipts[:MAX_ROWS]):
@@ -179,6 +198,46 @@ class ReceiptsTable(ScrollView, can_focus=True):
     def on_resize(self) -> None:
         self._resize()
 
+    # --- paging in older receipts (attached consoles) ----------------------------
+
+    def _want_older(self) -> None:
+        """Fetch the next older page once the view nears the oldest row loaded."""
+        if (self.pager is None or self._paging or self._exhausted or not self._rows
+                or len(self._rows) >= min(self.total, MAX_ROWS)):
+            return
+        bottom = max(self.cursor, int(self.scroll_y) + self._page)
+        if len(self._rows) - bottom > self._page + PAGE // 4:
+            return
+        self._paging = True
+        self.run_worker(self._load_older(self._rows[0].receipt_id), group="receipt-pages",
+                        exit_on_error=False)
+
+    async def _load_older(self, oldest: str) -> None:
+        try:
+            assert self.pager is not None
+            page = await self.pager(oldest, PAGE)
+        finally:
+            self._paging = False
+        if not self._rows or self._rows[0].receipt_id != oldest:
+            return  # the table started over meanwhile
+        added = 0
+        for receipt in page:  # newest first, each older than the last
+            if len(self._rows) >= MAX_ROWS:
+                break
+            if receipt.receipt_id not in self._ids:
+                self._rows.appendleft(receipt)
+                self._ids.add(receipt.receipt_id)
+                added += 1
+        self._exhausted = added == 0
+        self.pages += 1
+        self._retitle()
+        self._resize()
+        self._want_older()
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._want_older()
+
     # --- keys --------------------------------------------------------------------
 
     @property
@@ -195,6 +254,7 @@ class ReceiptsTable(ScrollView, can_focus=True):
         elif self.cursor > top + self._page - 1:
             self.scroll_to(y=self.cursor - self._page + 1, animate=False, immediate=True)
         self.refresh()
+        self._want_older()
 
     def action_cursor(self, delta: int) -> None:
         self._move(self.cursor + delta)
