@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from textual.widgets import Footer
 
 from aitbc_miner.engine.snapshot import Mode, Snapshot
 
+from .charset import AsciiFilter, unicode_ok
 from .messages import EngineClosed, SnapshotArrived
 from .protocol import EngineLike
 from .screens import (
@@ -46,6 +47,7 @@ from .screens import (
 from .theming import (
     DEFAULT_THEME,
     ThemeMemory,
+    automatic_theme,
     default_prefs_path,
     load_themes,
     next_theme,
@@ -96,10 +98,17 @@ class MinerConsole(App[None]):
         prefs_path: Path | None | object = _DEFAULT,
         themes: Iterable[Theme] | None = None,
         tick: float | None = 1.0,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         """``theme`` is an explicit choice (``--theme``) and wins; else the one last chosen
-        with ``t`` (remembered in ``prefs_path``); else ``default_theme`` (the config)."""
+        with ``t`` (remembered in ``prefs_path``); else ``default_theme`` (the config) where
+        it names another than the shipped default; else the 16-colour theme on a terminal
+        with fewer than 256 colours. ``environ`` (default: the process's) also decides
+        whether to draw in ASCII (a locale that is not UTF-8)."""
         super().__init__()
+        self.ascii = not unicode_ok(environ)
+        if self.ascii:
+            self._filters.append(AsciiFilter())
         self.engine = engine
         self.clock = clock
         self.started_at = clock() if started_at is None else started_at
@@ -108,7 +117,9 @@ class MinerConsole(App[None]):
         self.memory = ThemeMemory(path)  # type: ignore[arg-type]
         self._themes = {t.name: t for t in
                         (themes if themes is not None else load_themes().values())}
-        self._wanted_theme = theme or self.memory.load() or default_theme or DEFAULT_THEME
+        chosen = default_theme if default_theme != DEFAULT_THEME else None
+        self._wanted_theme = (theme or self.memory.load() or chosen
+                              or automatic_theme(environ))
         self._remove_listener: Callable[[], None] | None = None
         # Subscribe now, before the engine's first step (the CLI builds the console while
         # the engine task is only scheduled), so the log has the engine's events from start.
@@ -281,16 +292,20 @@ class MinerConsole(App[None]):
         self.notify("resumed: claiming jobs again", markup=False)
 
     def action_drain(self) -> None:
-        running = len(self.latest.jobs) if self.latest else 0
+        snap = self.latest
+        running = snap.running if snap else 0
+        waiting = len(snap.jobs) - running if snap else 0
+        held = running + waiting
+        also = f" and the {waiting} waiting for a slot" if waiting else ""
 
         def answer(yes: bool | None) -> None:
             if yes and not self._unreachable():
                 self.engine.drain()
-                self.notify(f"draining: {running} job(s) left; D undrains", markup=False)
+                self.notify(f"draining: {held} job(s) left; D undrains", markup=False)
 
         self.push_screen(ConfirmScreen(
-            f"Drain? No new jobs are claimed; the {running} running job(s) finish and are "
-            "delivered, then the miner idles (D undrains).", yes="Drain"), answer)
+            f"Drain? No new jobs are claimed; the {running} running job(s){also} finish and "
+            "are delivered, then the miner idles (D undrains).", yes="Drain"), answer)
 
     def action_undrain(self) -> None:
         if self._unreachable():
@@ -409,7 +424,7 @@ class MinerConsole(App[None]):
             if self.latest is not None:
                 self.dashboard.apply(self.latest)
 
-        self.push_screen(QuitScreen(held), answer)
+        self.push_screen(QuitScreen(snap.running if snap else 0, held), answer)
 
     # --- the command palette -------------------------------------------------------------
 

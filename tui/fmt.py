@@ -6,6 +6,7 @@ takes ``now`` from the caller (the console's injectable clock), so tests can fre
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -58,10 +59,21 @@ def clock_time(at: float, now: float) -> str:
 
 
 def money(amount: float | None, currency: str = "", places: int = 4) -> str:
+    """``1,234.5000``; a small amount keeps three significant digits (``0.0000200``),
+    never scientific notation and never a nonzero amount shown as ``0.0000``."""
     if amount is None:
         return "-"
-    text = f"{amount:,.{places}f}"
+    digits = places
+    if amount and abs(amount) < 1:
+        digits = min(12, max(places, 2 - math.floor(math.log10(abs(amount)))))
+    text = f"{amount:,.{digits}f}"
     return f"{text} {currency}" if currency else text
+
+
+def paused_word(mode: str) -> str:
+    """What an idle slot that will not claim is called: ``starting`` until the engine
+    reports it has started (its slots read paused then), else ``paused``."""
+    return "starting" if mode == "starting" else "paused"
 
 
 def jobs(n: int) -> str:
@@ -175,9 +187,10 @@ VERDICTS = {
 
 
 def verdict(verdict_value: str, counted: bool, duplicate: bool, reason: str = "") -> str:
-    """``✓ pinned``, ``✗ INVALID``, ``✗ mismatch (price)``, ``✗ DUPLICATE``."""
+    """``✓ pinned``, ``✗ INVALID``, ``✗ mismatch (price)``, ``✗ DUPLICATE``; a duplicate
+    the ledger counts (a resent job's only receipt) says so: ``✓ counted (dup)``."""
     if duplicate:
-        return "✗ DUPLICATE"
+        return "✓ counted (dup)" if counted else "✗ DUPLICATE"
     text = VERDICTS.get(verdict_value, f"? {verdict_value}")
     if verdict_value == "mismatch" and reason:
         what = reason.split(":")[0].split()[-1] if reason.split(":")[0].split() else reason
@@ -194,6 +207,24 @@ def verdict_ok(verdict_value: str, counted: bool, duplicate: bool) -> bool:
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LEVEL_TAGS = {"DEBUG": "DEBUG", "INFO": "INFO ", "WARNING": "WARN ", "ERROR": "ERROR",
               "CRITICAL": "ERROR"}
+
+
+#: Failure codes that say the rig itself is broken (not the job): ERROR, not WARN.
+RIG_FAILURES = frozenset({"E_INTERNAL", "E_SANDBOX_UNAVAILABLE", "E_DISK"})
+GOOD_OUTCOMES = frozenset({"completed", "canceled"})
+
+
+def display_level(event: Any) -> str:
+    """The level the console shows an event at: the engine's ``severity()``, except that
+    a failed job is a WARNING (an ERROR when the rig is at fault), never INFO."""
+    level = str(event.severity()).upper()
+    outcome = getattr(event, "outcome", None)
+    if getattr(event, "name", "") in ("job_finished", "outcome_delivered") \
+            and isinstance(outcome, str) and outcome not in GOOD_OUTCOMES:
+        wanted = "ERROR" if getattr(event, "code", None) in RIG_FAILURES else "WARNING"
+        if level_rank(wanted) > level_rank(level):
+            return wanted
+    return level
 
 
 def level_rank(level: str) -> int:

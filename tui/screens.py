@@ -76,18 +76,23 @@ class QuitScreen(ConsoleDialog, ModalScreen[str]):
                 Binding("s", "choose('stay')", "Stay"),
                 Binding("escape", "choose('stay')", "Stay", show=False)]
 
-    def __init__(self, running: int) -> None:
+    def __init__(self, running: int, held: int | None = None) -> None:
+        """``running``: jobs on a slot; ``held``: those and the ones waiting for a slot."""
         super().__init__()
         self.running = running
+        self.held = running if held is None else max(held, running)
 
     def compose(self) -> ComposeResult:
-        n = self.running
+        n = self.held
         one = n == 1
-        jobs = f"{n} job{' is' if one else 's are'}"
+        waiting = n - self.running
+        jobs = f"{self.running} job{' is' if self.running == 1 else 's are'} still running"
+        if waiting:
+            jobs += f" and {waiting} waiting for a slot"
         it, its = ("it", "its result") if one else ("them", "their results")
         with Vertical():
             yield Static(Content(
-                f"{jobs} still running. Quit without losing {its}:\n\n"
+                f"{jobs}. Quit without losing {its}:\n\n"
                 f"d  drain first: take no new jobs, let {it} finish and be delivered,\n"
                 f"   then quit (the header shows DRAINING {n} left until then)\n"
                 f"c  cancel {it}, then quit ({'it is' if one else 'each is'} reported E_CANCELED)\n"
@@ -124,7 +129,9 @@ What the words mean
  PAUSED        not claiming; running jobs go on
  DRAINING n    not claiming; n jobs left, then idle (or quit)
  DRAINED       nothing running, nothing claimed
+ RUNNING · offline  asked to claim, but the link is down (amber, not green)
  OFFLINE       coordinator unreachable; retrying (why on line 2)
+ BACKING OFF   the coordinator answers with an error (503...); retrying
  AUTH REFUSED  the miner key was refused: check the config
  slots         ● running  ○ idle  ◐ draining  ‖ paused  ✗ LOST
  ✓ pinned      receipt signed by the pinned coordinator key
@@ -254,8 +261,8 @@ class JobDetailsScreen(ConsoleDialog, ModalScreen[None]):
         events = self.events(self.job_id)
         text.append(f"\nevents and log ({len(events)})\n", style="bold underline")
         for event in events[-100:]:
-            text.append(
-                f"{fmt.clock_time(event.at, now)} {event.severity()[:5]:<5} {describe(event)}\n")
+            tag = fmt.LEVEL_TAGS.get(fmt.display_level(event), "INFO ")
+            text.append(f"{fmt.clock_time(event.at, now)} {tag} {describe(event)}\n")
         return text
 
     def action_cancel_job(self) -> None:
@@ -282,7 +289,8 @@ class ReceiptDetailsScreen(ConsoleDialog, ModalScreen[None]):
             yield Static(Content.assemble(
                 (f"Receipt {r.receipt_id}  ", "bold"),
                 (fmt.verdict(r.verdict, r.counted, r.duplicate, r.reason),
-                 "bold $success" if good else "bold $error")), id="title")
+                 "bold $success" if good else
+                 "bold $warning" if r.counted else "bold $error")), id="title")
             with VerticalScroll():
                 yield Static(self._summary(), markup=False, id="why")
                 yield Static(self._json(dataclasses.asdict(r)), markup=False, id="json")
@@ -292,7 +300,9 @@ class ReceiptDetailsScreen(ConsoleDialog, ModalScreen[None]):
 
     def _summary(self) -> str:
         r = self.receipt
-        if r.duplicate:
+        if r.duplicate and r.counted:
+            why = "a second receipt for the same job: counted, but check it was not paid twice"
+        elif r.duplicate:
             why = "a second receipt for the same job: kept, but not counted"
         elif r.counted:
             why = {"valid_pinned": "signature valid against the pinned coordinator key",

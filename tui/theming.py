@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
@@ -22,6 +22,8 @@ from textual.theme import Theme
 log = logging.getLogger("aitbc_miner.console")
 
 DEFAULT_THEME = "aitbc-dark"
+#: The theme for terminals with fewer than 256 colours: the terminal's own 16.
+ANSI_THEME = "aitbc-ansi"
 #: The order ``t`` cycles through (any other registered theme still works by name).
 CYCLE = ("aitbc-dark", "aitbc-light", "aitbc-ansi")
 _THEME_KEYS = {
@@ -126,6 +128,27 @@ class ThemeMemory:
             os.replace(tmp, self.path)
         except OSError as exc:  # a read-only home must not break the console
             log.warning("could not remember the theme in %s: %s", self.path, exc)
+
+
+def few_colours(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the terminal has fewer than 256 colours, decided as Rich and Textual do:
+    ``TEXTUAL_COLOR_SYSTEM`` if set, else ``COLORTERM=truecolor|24bit`` or a ``TERM``
+    ending in ``256color``, ``kitty`` or ``direct`` means enough colours."""
+    env = os.environ if environ is None else environ
+    forced = env.get("TEXTUAL_COLOR_SYSTEM", "auto").strip().lower()
+    if forced in ("truecolor", "256"):
+        return False
+    if forced == "standard":
+        return True
+    if env.get("COLORTERM", "").strip().lower() in ("truecolor", "24bit"):
+        return False
+    term = env.get("TERM", "").strip().lower()
+    return term.rpartition("-")[2] not in ("256color", "kitty", "direct")
+
+
+def automatic_theme(environ: Mapping[str, str] | None = None) -> str:
+    """The theme when the operator chose none: the 16-colour one where that is all."""
+    return ANSI_THEME if few_colours(environ) else DEFAULT_THEME
 
 
 def next_theme(current: str, available: Iterable[str]) -> str:

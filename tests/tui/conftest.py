@@ -34,6 +34,10 @@ def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     time.tzset()
 
 
+#: A 256-colour UTF-8 terminal: the console's automatic choices (theme, ASCII) off.
+RICH_TERMINAL = {"TERM": "xterm-256color", "LANG": "C.UTF-8"}
+
+
 class SVGExtension(SingleFileSnapshotExtension):
     file_extension = "svg"
     _write_mode = WriteMode.TEXT
@@ -80,6 +84,7 @@ def console_factory(tmp_path: Path) -> Callable[..., MinerConsole]:
     def make(engine: Any, **kwargs: Any) -> MinerConsole:
         kwargs.setdefault("theme", "aitbc-dark")
         kwargs.setdefault("prefs_path", tmp_path / "state" / "console.json")
+        kwargs.setdefault("environ", RICH_TERMINAL)  # not the test runner's TERM and LANG
         return MinerConsole(engine, **kwargs)
 
     return make

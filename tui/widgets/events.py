@@ -65,7 +65,7 @@ class LogFilter:
         return cls(min_level=level or ("DEBUG" if job else "INFO"), job=job)
 
     def matches(self, event: Event) -> bool:
-        if fmt.level_rank(event.severity()) < fmt.level_rank(self.min_level):
+        if fmt.level_rank(fmt.display_level(event)) < fmt.level_rank(self.min_level):
             return False
         if self.job:
             job = job_of(event)
@@ -86,7 +86,7 @@ class LogFilter:
 
 
 def event_line(event: Event, now: float, palette: Palette) -> Text:
-    level = event.severity().upper()
+    level = fmt.display_level(event)
     style = {"ERROR": palette.error, "CRITICAL": palette.error, "WARNING": palette.warn,
              "DEBUG": palette.muted}.get(level, palette.plain)
     text = Text(no_wrap=True, overflow="ellipsis")

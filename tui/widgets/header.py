@@ -12,6 +12,7 @@ the agent does not answer, DISCONNECTED replaces the mode and line 2 says since 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from .. import fmt
 
 SEP = ("  │  ", "$foreground-muted")
 NARROW_SEP = (" │ ", "$foreground-muted")
+STATUS = re.compile(r"(?:^|:\s*)([1-5]\d\d)\b")
 
 
 @dataclass(frozen=True)
@@ -55,10 +57,30 @@ def attachment_badges(att: Attachment | None) -> list[tuple[str, str]]:
     return parts
 
 
+def answered_status(reason: str | None) -> str | None:
+    """The HTTP status in a link reason (``/v1/poll: 503 Service Unavailable``), if the
+    coordinator answered at all; ``None`` for a connect error or a timeout."""
+    found = STATUS.search(reason or "")
+    return found.group(1) if found else None
+
+
+def link_trouble(snap: Snapshot) -> str | None:
+    """Why a RUNNING miner is not claiming, in a word or two; ``None`` when it can."""
+    c = snap.connection
+    if c.link is Link.BACKING_OFF:
+        return "backing off" if answered_status(c.reason) else "offline"
+    return {Link.CONNECTING: "connecting", Link.AUTH_REFUSED: "key refused",
+            Link.OFFLINE: "offline"}.get(c.link)
+
+
 def mode_badge(snap: Snapshot, quitting: bool = False) -> tuple[str, str]:
-    """The mode in words, and its style: ``RUNNING``, ``PAUSED``, ``DRAINING 2 left``."""
+    """The mode in words, and its style: ``RUNNING``, ``PAUSED``, ``DRAINING 2 left``.
+    RUNNING is green only while the miner can claim: a link or disk problem says so."""
     held = len(snap.jobs)
     mode = snap.mode
+    trouble = link_trouble(snap)
+    if mode is Mode.RUNNING and trouble:
+        return f" RUNNING · {trouble} ", "bold $background on $warning"
     if mode is Mode.RUNNING and snap.disk.low:
         return " RUNNING · not claiming ", "bold $background on $warning"
     if mode is Mode.RUNNING:
@@ -87,7 +109,7 @@ def link_parts(snap: Snapshot, now: float) -> list[tuple[str, str]]:
     if c.link is Link.CONNECTING:
         return [("◌ connecting…", "$warning")]
     if c.link is Link.BACKING_OFF:
-        parts = [("▲ OFFLINE", "bold $error")]
+        parts = [("▲ BACKING OFF" if answered_status(c.reason) else "▲ OFFLINE", "bold $error")]
         if c.backoff_until is not None:
             wait = math.ceil(max(0.0, c.backoff_until - now))
             parts.append((f" · retry in {wait} s", "$error"))
@@ -109,8 +131,14 @@ def problem(snap: Snapshot, compact: bool = False) -> list[tuple[str, str]]:
                 else "the coordinator refused the miner key: check it")
         parts.append((text + why, "bold $error"))
     elif c.link is Link.BACKING_OFF:
-        text = "why: " if compact else "coordinator unreachable: "
-        parts.append((text + (c.reason or "no answer"), "bold $error"))
+        status = answered_status(c.reason)
+        if compact:
+            text = f"answers {status}" if status else "why: " + (c.reason or "no answer")
+        elif status:
+            text = f"coordinator answers {status}: {c.reason}"
+        else:
+            text = "coordinator unreachable: " + (c.reason or "no answer")
+        parts.append((text, "bold $error"))
     lost = [g for g in snap.gpu.gpus if g.state == "lost"]
     if lost:
         parts.append((", ".join(f"GPU {g.index} LOST" for g in lost), "bold $error"))
@@ -160,7 +188,7 @@ def slot_summary(snap: Snapshot) -> list[tuple[str, str]]:
         counts[slot.state.value] = counts.get(slot.state.value, 0) + 1
     parts: list[tuple[str, str]] = [(f"slots {len(snap.slots)}: ", "")]
     order = [("running", "running", "$success"), ("draining", "draining", "$warning"),
-             ("idle", "idle", ""), ("paused", "paused", "$warning"),
+             ("idle", "idle", ""), ("paused", fmt.paused_word(snap.mode), "$warning"),
              ("lost", "LOST", "bold $error")]
     shown = [(counts[k], word, style) for k, word, style in order if counts.get(k)]
     if not shown:

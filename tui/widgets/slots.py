@@ -38,7 +38,8 @@ def slot_line(slot: SlotView, snap: Snapshot, now: float, label_w: int) -> Conte
         parts += [(f"{word} ", style), (fmt.short_id(slot.job_id), "bold"),
                   (f" {job.job_type}" if job else "", ""), (f"  {elapsed}", "")]
     elif slot.state is SlotState.PAUSED:
-        parts.append(("paused: no claim will start", style))
+        word = fmt.paused_word(snap.mode)
+        parts.append((f"{word}: no claim will start" if word == "paused" else word, style))
     else:
         parts.append(("idle", style))
     return Content.assemble(*parts)
@@ -53,7 +54,8 @@ def slot_grid(snap: Snapshot, width: int) -> list[Content]:
         if counts.get(state):
             if legend:
                 legend.append(("  ", ""))
-            legend.append((f"{glyph} {counts[state]} {state.value}", style))
+            word = fmt.paused_word(snap.mode) if state is SlotState.PAUSED else state.value
+            legend.append((f"{glyph} {counts[state]} {word}", style))
     lines = [Content.assemble(*legend)]
     row: list[tuple[str, str]] = []
     per_row = max(8, width)
