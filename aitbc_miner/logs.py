@@ -266,7 +266,7 @@ def setup_logging(
         handler = _StreamHandler(out, on_output_closed)
         journal = is_journal_stream(out)
     handler.setFormatter(JsonFormatter(tracebacks=numeric <= logging.DEBUG, journal=journal))
-    handler._aitbc_miner = True  # type: ignore[attr-defined]
+    handler.__dict__["_aitbc_miner"] = True  # marks ours, for the next setup to replace
     root.addHandler(handler)
     root.setLevel(max(numeric, THIRD_PARTY_LEVEL))
     logging.getLogger("aitbc_miner").setLevel(numeric)

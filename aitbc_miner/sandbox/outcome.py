@@ -78,10 +78,10 @@ class Finished:
                 f"bwrap: Can't find source path /proc/self/fd/{self.executable_fd}:"):
             return (ErrorCode.E_DENY, "executable.changed: the allowlisted file was replaced "
                     "or removed while the job started; not run")
-        if self.exit_code == 1 and self.stderr_tail.lstrip().startswith("bwrap: execvp"):
+        if bwrap_said.startswith("bwrap: execvp"):
             return (ErrorCode.E_INTERNAL,
                     f"sandbox: could not start the executable: {_tail(self.stderr_tail)}")
-        if self.exit_code == 1 and self.stderr_tail.lstrip().startswith("bwrap:"):
+        if bwrap_said.startswith("bwrap:"):
             return (ErrorCode.E_SANDBOX_UNAVAILABLE,
                     f"sandbox: bubblewrap could not build the sandbox: {_tail(self.stderr_tail)}")
         return self._by_kernel() or self._by_disk() or self._by_exit()

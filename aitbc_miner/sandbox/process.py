@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import os
@@ -87,9 +88,10 @@ class Sandbox:
         self.bwrap = find_bwrap()
         self._noticed = False
 
-    @property
+    @functools.cached_property
     def user(self) -> JobUser | None:
-        """Who jobs run as when the agent is root (None: as the agent's own user)."""
+        """Who jobs run as when the agent is root (None: as the agent's own user). Looked up
+        once, like the probe that ran as this user, not on every job start."""
         return job_user(self.job_user_name) if os.geteuid() == 0 else None
 
     @property
@@ -147,7 +149,7 @@ class Sandbox:
                 secrets = SecretsDir.create(spec.secrets, private_tmpfs=features.private_tmpfs,
                                             mount_point=spec.workspace / "secrets", owner=user)
             launch = self._launch_spec(spec, cgroup, secrets)
-            await job.start(self.python, launch, on_line, spec.executable_fd)
+            await job.start(self.python, launch, on_line)
             stopped = await job.wait_main(spec.limits.timeout_s)
             if stopped is not None or not job.main_gone():
                 await self._escalate(job)
@@ -273,12 +275,12 @@ class _Job:
         self.transports: list[asyncio.BaseTransport] = []
         self.captures: list[StreamCapture] = []
 
-    async def start(self, python: str, launch: dict[str, Any], on_line: LineSink | None,
-                    executable_fd: int | None = None) -> None:
+    async def start(self, python: str, launch: dict[str, Any], on_line: LineSink | None) -> None:
         loop = asyncio.get_running_loop()
         (control_r, control_w), (status_r, status_w) = os.pipe(), os.pipe()
         (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
-        passed = (status_w,) if executable_fd is None else (status_w, executable_fd)
+        exe = self.spec.executable_fd
+        passed = (status_w,) if exe is None else (status_w, exe)
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 python, "-I", "-S", str(LAUNCHER), str(status_w), stdin=control_r,
