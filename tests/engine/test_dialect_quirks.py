@@ -16,7 +16,7 @@ import pytest
 from aitbc_miner.devnet import Devnet, Dialect
 from aitbc_miner.engine.snapshot import Event
 
-HEARTBEAT_S = 30.0  # far longer than the whole test may take
+HEARTBEAT_S = 3600.0  # far longer than the whole test may wait
 
 
 async def test_failing_jobs_do_not_stall_a_one_slot_miner_until_its_next_heartbeat(
@@ -29,13 +29,10 @@ async def test_failing_jobs_do_not_stall_a_one_slot_miner_until_its_next_heartbe
     good = [(await devnet.submit_job({"type": "sha256", "data": str(i)}))["job_id"]
             for i in range(5)]
     engine = make_engine(devnet.url, cpu=1, heartbeat_interval_s=HEARTBEAT_S)
-    started = time.monotonic()
     run_engine(engine)
-    # When all ten outcomes are delivered
-    snap = await engine.wait_until(lambda s: s.counters.delivered == 10, timeout=20)
-    elapsed = time.monotonic() - started
-    # Then it took far less than one heartbeat interval per failure (or even in all)
-    assert elapsed < HEARTBEAT_S / 2, f"{elapsed:.1f}s"
+    # When all ten outcomes are delivered (a miner that waited for its next heartbeat
+    # after a failure would not get there before the wait gives up)
+    snap = await engine.wait_until(lambda s: s.counters.delivered == 10, timeout=60)
     assert snap.counters.failed == 5 and snap.counters.completed == 5
     # ...each failure was reported once and each success made one receipt
     jobs = devnet.jobs

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -147,7 +146,6 @@ async def test_cancel_escalates_sigint_sigterm_sigkill_with_the_configured_delay
     task = asyncio.create_task(runner.run({"type": "cli", "command": "stubborn"}, ctx))
     await lines.wait_for("ready")
     # When it is canceled
-    started = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -157,25 +155,24 @@ async def test_cancel_escalates_sigint_sigterm_sigkill_with_the_configured_delay
     assert names == ["START", "SIGINT", "SIGTERM"]
     gap = float(events[2][1]) - float(events[1][1])
     assert gap >= FAST_KILL["sigint_grace_s"] * 0.9
-    assert time.monotonic() - started >= 0.55
     assert processes_of(ctx.job_id) == []
 
 
 async def test_a_job_that_exits_on_sigint_is_not_escalated(make_runner, tmp_path):
-    # Given long escalation delays and a job that dies on SIGINT (Python's default)
+    # Given hour-long escalation delays and a job that dies on SIGINT (Python's default)
     runner = make_runner({"wait": behave("wait")},
-                         kill={"sigint_grace_s": 30, "sigterm_grace_s": 30})
+                         kill={"sigint_grace_s": 3600, "sigterm_grace_s": 3600})
     lines = Lines()
     ctx = make_ctx(tmp_path, lines=lines)
     task = asyncio.create_task(runner.run({"type": "cli", "command": "wait"}, ctx))
     await lines.wait_for("ready")
     # When it is canceled
-    started = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    # Then the cancel ends as soon as the job is gone, long before the first delay
-    assert time.monotonic() - started < 10
+    # Then the cancel ended as soon as the job was gone (waiting out a delay would have
+    # outlasted the test's timeout), and got no further signal
+    assert not any(line.startswith("SIGTERM") for line in lines.lines)
     assert processes_of(ctx.job_id) == []
 
 
@@ -293,17 +290,16 @@ async def test_exec_failure_is_e_internal(make_runner, tmp_path):
 async def test_a_launcher_that_cannot_start_fails_at_once(tmp_path):
     from aitbc_miner.sandbox import JobSpec, Limits, NetworkPolicy, Sandbox
 
-    # Given long escalation delays and a sandbox whose launcher cannot even be started
-    sandbox = Sandbox(host_features(), sigint_grace_s=30,
-                      sigterm_grace_s=30, python=str(tmp_path / "no-such-python"))
+    # Given hour-long escalation delays and a sandbox whose launcher cannot even be started
+    sandbox = Sandbox(host_features(), sigint_grace_s=3600,
+                      sigterm_grace_s=3600, python=str(tmp_path / "no-such-python"))
     spec = JobSpec("j", ["/usr/bin/true"], {}, tmp_path, tmp_path, Limits(),
                    network=NetworkPolicy.HOST)
     # When the start fails
-    started = time.monotonic()
     with pytest.raises(FileNotFoundError):
         await sandbox.run(spec)
-    # Then it fails at once (the engine reports E_INTERNAL), without waiting on signals
-    assert time.monotonic() - started < 5
+    # Then it failed at once (the engine reports E_INTERNAL): waiting on signals would have
+    # outlasted the test's timeout
 
 
 async def test_without_cgroups_the_memory_cap_still_covers_the_whole_job(make_runner, tmp_path):

@@ -249,22 +249,18 @@ async def test_q_then_cancel_reports_e_canceled_and_quits(live: Any, devnet: Dev
 
 
 async def test_keys_act_at_once_while_the_coordinator_is_slow(live: Any, devnet: Devnet) -> None:
-    """Every coordinator answer takes 5 s: the console still acts on keys immediately."""
-    import time
-
+    """Every coordinator answer hangs for an hour: the console still acts on every key, so
+    none of them can have waited on the coordinator."""
     engine, app = await live()
-    devnet.inject("*", "delay", delay=5, times=None)
+    hang = devnet.inject("*", "delay", delay=3600, times=None)
     async with app.run_test(size=(120, 34)) as pilot:
-        await pilot.pause(0.3)  # the engine's requests are now hanging
-        started = time.monotonic()
+        await until(pilot, lambda: hang.hits > 0)  # the engine's requests are now hanging
         await pilot.press("p")
         assert engine.snapshot().mode is Mode.PAUSED
-        await until(pilot, lambda: "PAUSED" in header(app), timeout=1.5)
+        await until(pilot, lambda: "PAUSED" in header(app))
         await pilot.press("p")
-        await until(pilot, lambda: "RUNNING" in header(app), timeout=1.5)
+        await until(pilot, lambda: "RUNNING" in header(app))
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
-        elapsed = time.monotonic() - started
-        assert elapsed < 3.0, f"keys took {elapsed:.2f}s while the coordinator hung"
     devnet.faults.clear()
