@@ -330,6 +330,41 @@ class ConsoleSettings(_Section):
     theme: str = _doc("aitbc-dark", "Console colour theme", min_length=1)
 
 
+class TokenSettings(_Section):
+    module: OptPath = _doc(
+        None, "PKCS#11 module of the token holding the rig key, e.g. "
+        "/usr/lib/softhsm/libsofthsm2.so (unset = a key file, see identity.key_file)")
+    token_label: str | None = _doc(None, "Label of that token (needed with module)")
+    key_label: str = _doc("aitbc-rig", "Label of the rig's Ed25519 key pair in the token",
+                          min_length=1)
+    pin_file: OptPath = _doc(None, "File holding the token's user PIN (mode 0600)")
+    pin_env: str | None = _doc(
+        None, "Environment variable holding the PIN, removed once read (neither set: the "
+        "systemd credential token-pin)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> TokenSettings:
+        if self.module is not None and not self.token_label:
+            raise ValueError("token_label is needed with module")
+        if self.pin_file is not None and self.pin_env is not None:
+            raise ValueError("set pin_file or pin_env, not both")
+        return self
+
+
+class IdentitySettings(_Section):
+    key_file: OptPath = _doc(
+        None, "The rig's Ed25519 key file when no token is set; made on first run, mode 0600 "
+        "(unset = identity.key in the state dir)")
+    token: TokenSettings = _doc(TokenSettings, "PKCS#11 token holding the rig key")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_token(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "token" in data and data["token"] is None:
+            return {**data, "token": {}}  # every key commented out
+        return data
+
+
 def _group_id(name: str | None) -> int | None:
     """The gid of a group given by name or number (``None`` stays ``None``)."""
     import grp
@@ -376,7 +411,7 @@ class ControlSettings(_Section):
 
 _SECTIONS = frozenset(
     {"coordinator", "miner", "poll", "slots", "gpu", "inference", "runners", "jobs",
-     "workspace", "paths", "log", "metrics", "console", "control"}
+     "workspace", "paths", "log", "metrics", "console", "control", "identity"}
 )
 
 
@@ -405,6 +440,8 @@ class Settings(BaseSettings):
     console: ConsoleSettings = _doc(ConsoleSettings, "Operator console")
     control: ControlSettings = _doc(
         ControlSettings, "Control sockets: who may watch and steer the running miner")
+    identity: IdentitySettings = _doc(
+        IdentitySettings, "The rig's signing identity: a PKCS#11 token or a key file")
 
     # Where the values came from, for render_effective (not settings themselves).
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
