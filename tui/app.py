@@ -154,8 +154,10 @@ class MinerConsole(App[None]):
         dashboard = self.dashboard
         dashboard.on_applied = self._after_snapshot
         dashboard.apply(self.engine.snapshot())
-        self._remove_listener = self.engine.add_listener(
-            lambda snap: dashboard.post_message(SnapshotArrived(snap)))
+        def arrived(snap: Snapshot) -> None:
+            dashboard.post_message(SnapshotArrived(snap))
+
+        self._remove_listener = self.engine.add_listener(arrived)
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self.dashboard.jobs.focus()
         if self.theme_problem:

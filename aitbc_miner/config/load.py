@@ -76,7 +76,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 mark = key_node.start_mark
                 raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}", problem_mark=mark)
@@ -252,7 +252,8 @@ def _fields_at(parent: tuple[str, ...]) -> Mapping[str, Any]:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return {}
         model = annotation
-    return model.model_fields
+    fields: Mapping[str, Any] = model.model_fields
+    return fields
 
 
 def _suggest(word: str, choices: Mapping[str, Any]) -> str:

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 AuthCheck = Callable[[Mapping[str, str]], object]  # raises to refuse
 
@@ -53,11 +53,13 @@ class ArtifactStore:
                                          status=getattr(exc, "status", 401))
         fields: dict[str, str] = {}
         data = b""
-        async for part in await request.multipart():  # type: ignore[union-attr]
+        async for part in await request.multipart():
+            if not isinstance(part, BodyPartReader):
+                continue  # a nested multipart is not an artifact upload
             if part.name == "file":
-                data = await part.read()  # type: ignore[union-attr]
+                data = await part.read()
             else:
-                fields[str(part.name)] = await part.text()  # type: ignore[union-attr]
+                fields[str(part.name)] = await part.text()
         job_id = request.match_info["job_id"]
         if (fields.get("job_id") != job_id or int(fields.get("size", -1)) != len(data)
                 or fields.get("sha256") != hashlib.sha256(data).hexdigest()):

@@ -122,8 +122,9 @@ class FakeLLMServer:
         site = web.TCPSite(self._runner, self.host, self.port if port is None else port)
         await site.start()
         server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        sockets = getattr(server, "sockets", None)
+        assert sockets
+        self.port = int(sockets[0].getsockname()[1])
         self._stopping = False
         return self
 
@@ -194,7 +195,8 @@ class FakeLLMServer:
         self.changed()
         if self.fail_all is not None:
             return self.error_response(self.fail_all, "service unavailable")
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     def error_response(self, status: int, message: str) -> web.Response:  # pragma: no cover
         raise NotImplementedError
@@ -410,7 +412,8 @@ class FakeOllama(FakeLLMServer):
         if behavior.status is not None:
             return self.error_response(behavior.status, behavior.status_message)
         self.loaded[name] = time.monotonic()
-        options = body.get("options") if isinstance(body.get("options"), dict) else {}
+        given = body.get("options")
+        options: dict[str, Any] = given if isinstance(given, dict) else {}
         limit = options.get("num_predict")
         limit = limit if isinstance(limit, int) and limit >= 0 else None
 

@@ -35,11 +35,13 @@ def to_jsonable(value: Any) -> Any:
 
 
 def snapshot_from_json(data: dict[str, Any]) -> Snapshot:
-    return _decode(Snapshot, data)
+    snapshot: Snapshot = _decode(Snapshot, data)
+    return snapshot
 
 
 def receipt_from_json(data: dict[str, Any]) -> ReceiptView:
-    return _decode(ReceiptView, data)
+    receipt: ReceiptView = _decode(ReceiptView, data)
+    return receipt
 
 
 def event_from_json(data: dict[str, Any]) -> Event | None:

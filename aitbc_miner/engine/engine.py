@@ -297,7 +297,7 @@ class Engine:
         core.count(receipts=len(receipts),
                    receipts_flagged=sum(1 for r in receipts if not r.counted))
         core.receipts.extend(
-            reversed([ReceiptView.of(r) for r in receipts[-core.receipts.maxlen:]]))
+            reversed([ReceiptView.of(r) for r in receipts[-(core.receipts.maxlen or 0):]]))
         core.earnings_dirty.set()
         await self.outbox.load()
 

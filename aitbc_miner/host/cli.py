@@ -17,7 +17,7 @@ import signal
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import __version__
 from ..codes import ExitCode
@@ -48,7 +48,7 @@ _SOCKET_HELP = ("the control socket to use (default: the first that exists of th
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # usage errors exit 2 with one line
+    def error(self, message: str) -> NoReturn:  # usage errors exit 2 with one line
         self.print_usage(sys.stderr)
         self.exit(ExitCode.CONFIG, f"{self.prog}: error: {message}\n")
 
@@ -300,7 +300,8 @@ class Console:
 
         if self.hung_up:  # the terminal went before the console could open on it
             return
-        extra = {"prefs_path": self.state_dir / "console.json"} if self.state_dir else {}
+        extra: dict[str, Any] = (
+            {"prefs_path": self.state_dir / "console.json"} if self.state_dir else {})
         self.app = MinerConsole(engine, theme=self.theme, default_theme=self.default_theme,
                                 **extra)
         await self.app.run_async()

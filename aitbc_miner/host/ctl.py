@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -80,7 +81,7 @@ def _event(line: str, as_json: bool) -> str:
     return f"{record['ts']} {record['level']:<7} {record['msg']}"
 
 
-def _status(s: dict) -> str:
+def _status(s: dict[str, Any]) -> str:
     c = s["connection"]
     lines = [f"{s['miner_id']} @ {c['url']}: {s['mode'].upper()}, link {c['link']}"
              + (f" ({c['reason']})" if c.get("reason") else "")]

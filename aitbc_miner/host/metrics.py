@@ -34,6 +34,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from .. import __version__
@@ -61,7 +62,7 @@ class SnapshotCollector(Collector):
         self.started_at = engine.core.clock()  # the heartbeat age's base until the first one
         self._earned: dict[str, float] = {}  # high-water marks: a counter never goes down
 
-    def collect(self) -> Iterator[object]:
+    def collect(self) -> Iterator[Metric]:
         snap = self.engine.snapshot()
         yield InfoMetricFamily("aitbc_miner_build", "Version of the running miner",
                                value={"version": __version__, "miner_id": snap.miner_id})
@@ -70,7 +71,7 @@ class SnapshotCollector(Collector):
         yield from self._money(snap)
         yield from _gpus(snap)
 
-    def _session(self, snap: Snapshot) -> Iterator[object]:
+    def _session(self, snap: Snapshot) -> Iterator[Metric]:
         interval = self.engine.core.tuning.heartbeat_interval_s
         beat = snap.connection.last_heartbeat_at
         yield _gauge("aitbc_miner_heartbeat_age_seconds",
@@ -84,7 +85,7 @@ class SnapshotCollector(Collector):
         yield _gauge("aitbc_miner_ready", "1 while /readyz answers 200: registered, and a "
                      "heartbeat answered within two intervals", [], [([], float(ready))])
 
-    def _money(self, snap: Snapshot) -> Iterator[object]:
+    def _money(self, snap: Snapshot) -> Iterator[Metric]:
         c, e = snap.counters, snap.earnings
         receipts = CounterMetricFamily("aitbc_miner_receipts", "Receipts stored, by state",
                                        labels=["state"])
@@ -110,7 +111,7 @@ def _gauge(name: str, doc: str, labels: list[str], rows: list[tuple[list[str], f
     return family
 
 
-def _work(snap: Snapshot) -> Iterator[object]:
+def _work(snap: Snapshot) -> Iterator[Metric]:
     states = Tally(j.state for j in snap.jobs)
     yield _gauge("aitbc_miner_jobs", "Jobs the miner holds now, by state", ["state"],
                  [([s], float(states.get(s, 0))) for s in ("queued", "running", "canceling")])
@@ -143,7 +144,7 @@ def _work(snap: Snapshot) -> Iterator[object]:
                  [([], d.floor_mb * 1024 * 1024)])
 
 
-def _gpus(snap: Snapshot) -> Iterator[object]:
+def _gpus(snap: Snapshot) -> Iterator[Metric]:
     labels = ["index", "uuid", "name"]
     figures = {
         "aitbc_miner_gpu_utilization_percent": ("GPU utilization", "util_gpu_pct"),
@@ -214,7 +215,7 @@ class EventMetrics:
 
 def metrics_registry(engine: Engine) -> CollectorRegistry:
     """Everything ``/metrics`` serves for ``engine``, hooks installed."""
-    disable_created_metrics()  # no ``*_created`` twin of every counter and histogram
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # no ``*_created`` twins
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)

@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from .. import ledger
 from ..receipts import verify
@@ -24,7 +25,7 @@ CSV_FIELDS = ("receipt_id", "job_id", "received_at", "units", "price", "stored_v
 def receipts_report(journal: Path, *, pinned_key: str | None, miner_id: str,
                     miner_key: str | None, fmt: str) -> str:
     with ledger.open_readonly(journal) as conn:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for r in ledger.receipts(conn):
             providers = frozenset(p for p in (miner_id, miner_key) if p)
             body = dict(r.body or {})

@@ -121,6 +121,6 @@ async def notify_systemd(engine: Engine, notifier: Notifier) -> None:
             if now - fed_at >= WATCHDOG_CHECK_S and alive(snap, interval, snap.at):
                 notifier.send("WATCHDOG=1")
                 fed_at = now
+        seen = snap.seq
         with contextlib.suppress(TimeoutError):
-            await engine.wait_until(lambda s, seq=snap.seq: s.seq != seq,
-                                    timeout=WATCHDOG_CHECK_S)
+            await engine.wait_until(lambda s: s.seq != seen, timeout=WATCHDOG_CHECK_S)

@@ -153,14 +153,10 @@ def error_text(response: httpx.Response, body: bytes) -> str:
         data = None
     if isinstance(data, dict):
         err = data.get("error")
-        if isinstance(err, str):
-            return err
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"]
-        if isinstance(data.get("message"), str):
-            return data["message"]
-        if isinstance(data.get("detail"), str):
-            return data["detail"]
+        nested = err.get("message") if isinstance(err, dict) else None
+        for said in (err, nested, data.get("message"), data.get("detail")):
+            if isinstance(said, str):
+                return said
     text = body.decode("utf-8", "replace").strip()
     return text[:300] or f"HTTP {response.status_code}"
 
