@@ -44,12 +44,17 @@ def _drop_nulls(value: Any) -> Any:
     return value
 
 
+def canonical_json(value: Any) -> bytes:
+    """The spec's canonical form of a JSON value: nulls dropped, keys sorted, compact ASCII
+    (also what a rig signs its results over, aitbc_miner.identity.signed_result)."""
+    return json.dumps(
+        _drop_nulls(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    ).encode("utf-8")
+
+
 def canonical_bytes(receipt: dict[str, Any]) -> bytes:
     """The bytes a coordinator signs: the receipt less its unsigned keys, nulls dropped."""
-    body = {k: v for k, v in receipt.items() if k not in UNSIGNED_KEYS}
-    return json.dumps(
-        _drop_nulls(body), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-    ).encode("utf-8")
+    return canonical_json({k: v for k, v in receipt.items() if k not in UNSIGNED_KEYS})
 
 
 def public_key_id(key: Ed25519PrivateKey) -> str:

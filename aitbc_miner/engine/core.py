@@ -21,6 +21,7 @@ from typing import Any
 from .. import __version__
 from ..coordinator import CoordinatorClient
 from ..gpu import Sampler
+from ..identity.signed_result import ResultSigner
 from ..journal import Journal
 from ..runners import RunnerRegistry
 from ..untrusted import scrub
@@ -120,6 +121,7 @@ class Core:
     ) -> None:
         self.tuning = tuning
         self.telemetry = telemetry  # GPU sampler; None: no GPU side at all
+        self.signer: ResultSigner | None = None  # signs each result with the rig key
         self.client = client
         self.journal = journal
         self.pool = pool

@@ -24,6 +24,7 @@ from .. import workspace
 from ..coordinator import CoordinatorClient, ExchangeObserver
 from ..gpu import GpuView as TelemetryGpuView
 from ..gpu import Sampler, TelemetrySnapshot
+from ..identity.signed_result import ResultSigner
 from ..journal import Journal
 from ..protocol import AssignedJob, is_job_id, shown_job_id
 from ..runners import RunnerRegistry
@@ -70,6 +71,7 @@ class Engine:
         seed: int | None = None,
         clock: Callable[[], float] = time.time,
         telemetry: Sampler | None = None,
+        signer: ResultSigner | None = None,
     ) -> None:
         self._journal_path = journal_path
         workspace_root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -83,6 +85,7 @@ class Engine:
             registry=registry or RunnerRegistry([BuiltinRunner()]),
             workspace_root=workspace_root, miner_key=miner_key,
             rng=random.Random(seed), clock=clock, telemetry=telemetry)
+        self.core.signer = signer  # None: results go unsigned (tests, the demo)
         if telemetry is not None:
             telemetry.on_lost = self._on_gpu_lost
             telemetry.on_snapshot = self._on_gpu_snapshot

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import workspace
 from ..codes import ErrorCode
+from ..identity.rigkey import RigKeyError
 from ..journal import ACTIVE_STATES, Outcome
 from ..runners.base import JobFailed, RunContext
 from ..untrusted import scrub
@@ -86,6 +87,8 @@ class JobRun:
                 json.dumps(body, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise JobFailed(ErrorCode.E_BADRESULT, f"result is not JSON: {exc}") from exc
+            if core.signer is not None:  # signed once, here: a resend sends the same bytes
+                body["result"] = await self._signed(held.job_id, output.result, metrics)
             await self._stage(held, Outcome.COMPLETED, "result", body, None, started)
         except JobFailed as exc:
             await self._stage_failure(held, exc.code, exc.message, exc.metrics, started)
@@ -209,6 +212,16 @@ class JobRun:
                               slot=held.slot.slot_id if held.slot else None,
                               job_type=held.job_type, message=text))
         self.enqueue(held.job_id)
+
+    async def _signed(self, job_id: str, result: dict[str, Any],
+                      metrics: dict[str, Any]) -> dict[str, Any]:
+        """The result with the rig's signature (docs/identity.md); a key that cannot sign
+        fails the job: the rig never submits a result it has not signed."""
+        assert self.core.signer is not None
+        try:
+            return await self.core.signer.sign(job_id, result, metrics)
+        except RigKeyError as exc:
+            raise JobFailed(ErrorCode.E_INTERNAL, f"the rig key could not sign: {exc}") from exc
 
     def _pid(self, held: HeldJob, pid: int) -> None:
         if self.core.telemetry is not None:

@@ -23,7 +23,10 @@ from .. import __version__
 from ..codes import ExitCode
 from ..config import ConfigError, Settings, load_settings, render_effective
 from ..engine import Engine
+from ..identity.rigkey import RigKeyError
+from ..identity.token import TokenError
 from ..logs import describe_exception, is_journal_stream, journal_prefix, redact, setup_logging
+from . import keys
 from .control import SOCKET_NAME, read_only_socket_path
 from .ctl import COMMANDS, run_ctl
 from .lock import AlreadyRunning, StateLock
@@ -131,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="drain and exit after N outcomes are delivered")
     demo.add_argument("--metrics", metavar="HOST:PORT",
                       help="serve Prometheus metrics, /healthz and /readyz there (port 0: any)")
-    for command in (config, check, receipts, earnings, attach, ctl, status, demo):
+    identity = keys.add_parsers(sub)  # key show|generate|import|export-public, verify-result
+    for command in (config, check, receipts, earnings, attach, ctl, status, demo, *identity):
         _global_flags(command, top=False)
     return p
 
@@ -162,11 +166,15 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         if args.command == "demo":
             return _run_demo(args, headless)
+        if args.command in keys.COMMANDS:
+            return keys.run(args, lambda: _settings(args))
         return _run_miner(args, headless)
     except ConfigError as exc:
         return operator_error(str(exc), ExitCode.CONFIG)
     except MissingKey as exc:
         return operator_error(f"config error: {exc}", ExitCode.CONFIG)
+    except (RigKeyError, TokenError) as exc:  # the rig key: a wrong PIN, a refused key file
+        return operator_error(f"aitbc-miner: rig key: {exc}", ExitCode.CONFIG)
     except (OSError, sqlite3.Error) as exc:  # a folder, file or address it cannot use
         return operator_error(f"aitbc-miner: error: {_os_error(exc)}", ExitCode.FATAL)
     except AlreadyRunning as exc:

@@ -26,6 +26,8 @@ from ..config import ConfigError, Settings
 from ..engine import Engine, SlotPool, Tuning
 from ..engine.snapshot import AuthRefusedEvent
 from ..gpu import GpuSlotSpec, Nvml, Sampler, gpu_slot_specs, simulated_nvml
+from ..identity.rigkey import open_rig_key
+from ..identity.signed_result import ResultSigner
 from ..logs import add_static_field
 from ..runners import Runner, RunnerRegistry
 from ..runners.allowlist import Allowlist
@@ -88,6 +90,9 @@ def build_engine(
     telemetry, specs = probe_gpus(settings)
     if registry is None:
         registry = default_registry(settings, key, telemetry, gpu_slots=bool(specs))
+    rig_key = open_rig_key(settings, create=True)  # blocks (a token): before the loop runs
+    log.info("rig identity: key %s (%s); every result is signed with it", rig_key.key_id,
+             rig_key.info().location, extra={"rig_key_id": rig_key.key_id})
     engine = Engine(
         tuning_from(settings),
         miner_key=key,
@@ -100,6 +105,7 @@ def build_engine(
         read_timeout_s=settings.coordinator.read_timeout_s,
         transport=transport,
         seed=seed,
+        signer=ResultSigner(rig_key, settings.miner.id),
     )
     engine.core.exit_when_drained = exit_when_drained
     return engine
