@@ -112,3 +112,27 @@ def test_the_signed_digest_is_the_canonical_json_of_the_result() -> None:
     assert result_digest(result) == expected
     assert canonical_json({"z": None, "b": [1, None, 2.5], "a": "é"}) == \
         b'{"a":"\\u00e9","b":[1,2.5]}'
+
+
+def test_the_python_in_the_docs_verifies_a_signed_result(tmp_path: Path) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.serialization import PublicFormat
+
+    # The few lines of Python docs/identity.md gives clients, as written there
+    text = (Path(__file__).resolve().parents[2] / "docs" / "identity.md").read_text("utf-8")
+    blocks = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    snippet = next(block for block in blocks if "def verify(" in block)
+    namespace: dict[str, object] = {}
+    exec(snippet.split("\nfetched = ", 1)[0], namespace)  # the definitions
+    verify = namespace["verify"]
+    rig = FileRigKey.create(tmp_path / "identity.key")
+    pem = rig.public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    signed = ResultSigner(rig, "rig-1").sign_blocking("job-1", {"output": "x", "n": None},
+                                                      {"duration_ms": 5})
+    fetched = json.loads(json.dumps({"result": signed, "receipt": None}))  # as over HTTP
+    assert verify(fetched["result"], pem, "job-1") is True
+    assert verify(fetched["result"], pem, "job-2") is False
+    assert verify({**fetched["result"], "output": "y"}, pem, "job-1") is False
+    forged = {**signed, "rig_signature": {**signed["rig_signature"], "rig_id": "rig-2"}}
+    with pytest.raises(InvalidSignature):
+        verify(forged, pem, "job-1")
