@@ -129,7 +129,7 @@ def _verify(args: argparse.Namespace) -> int:
         public_key = load_public_key(_public_key_text(args.public_key))
         document = json.loads(_read_input(args.file))
         checks = verify_fetched(document, public_key, job_id=args.job_id)
-    except (RigKeyError, NotAResult, OSError, ValueError) as exc:
+    except (RigKeyError, NotAResult, OSError, ValueError, RecursionError) as exc:
         reason = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
         print(f"aitbc-miner verify-result: bad input: {reason}", file=sys.stderr)
         return ExitCode.CONFIG

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import hashlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -60,7 +61,10 @@ class ResultSigner:
 
     def sign_blocking(self, job_id: str, result: Mapping[str, Any],
                       metrics: Mapping[str, Any]) -> dict[str, Any]:
-        """``result`` with its ``rig_signature`` block (a new dict; the input is kept)."""
+        """``result`` with its ``rig_signature`` block (a new dict; the input is kept).
+        Both are taken as they travel (a JSON round trip: keys become strings, tuples
+        lists), so what is signed is exactly what the coordinator receives."""
+        result, metrics = json.loads(json.dumps([result, metrics], allow_nan=False))
         block: dict[str, Any] = {
             "v": BLOCK_VERSION, "alg": "Ed25519", "key_id": self.key.key_id,
             "job_id": job_id, "rig_id": self.rig_id, "signed_at": int(self.clock()),

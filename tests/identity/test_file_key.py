@@ -136,3 +136,17 @@ def test_the_python_in_the_docs_verifies_a_signed_result(tmp_path: Path) -> None
     forged = {**signed, "rig_signature": {**signed["rig_signature"], "rig_id": "rig-2"}}
     with pytest.raises(InvalidSignature):
         verify(forged, pem, "job-1")
+
+
+def test_what_is_signed_is_what_travels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A runner's result with a number key and a tuple: signed as the coordinator gets it
+    rig = FileRigKey.create(tmp_path / "identity.key")
+    signed = ResultSigner(rig, "rig-1").sign_blocking("job-1", {1: "a", "b": (1, 2)}, {})
+    from aitbc_miner.identity.signed_result import verify_result
+
+    assert verify_result(json.loads(json.dumps(signed)), rig.public_key, job_id="job-1").ok
+    # A hostile file (nested past the parser's depth) is bad input, never a traceback
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    assert main(["verify-result", str(deep), "--public-key", rig.info().public_key]) == 2
+    assert "bad input" in capsys.readouterr().err
