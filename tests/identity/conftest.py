@@ -20,6 +20,8 @@ import pkcs11
 import pytest
 
 from aitbc_miner.config.model import TokenSettings
+from tests.integration.conftest import miner as agent  # noqa: F401 - fixtures: a real agent,
+from tests.integration.conftest import procs, start_devnet  # noqa: F401 - a devnet process
 
 MODULE_CANDIDATES = (
     Path("/usr/lib/softhsm/libsofthsm2.so"),
