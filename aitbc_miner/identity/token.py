@@ -9,8 +9,13 @@ One place knows python-pkcs11's loading, login and error types; the rig key
 ``open_session`` is the same with the module, token label and PIN given directly. Every
 call blocks (the module talks to a device): from the event loop, run it through
 ``asyncio.to_thread``. A session is not safe for concurrent use from several threads:
-whoever shares one serializes its calls. The PIN never appears in an error, a log line
-or a repr; it is registered with the log redaction as soon as it is read.
+whoever shares one serializes its calls. PKCS#11 logs in per process, not per session:
+while one session is logged in, another opens already logged in (``open_session``
+handles that), and closing the session that logged in logs every session out. So the
+long-lived session (the rig key's, opened at start) should be the first to log in, and
+short reads after it close sessions that never logged in themselves. The PIN never
+appears in an error, a log line or a repr; it is registered with the log redaction as
+soon as it is read.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ if TYPE_CHECKING:
 
 #: The systemd credential read for the PIN when neither pin_file nor pin_env is set.
 PIN_CREDENTIAL = "token-pin"
+
+# PINs taken out of the environment, by variable: the next session (the rig key after
+# the miner key, say) needs the PIN again, and the variable is gone by then.
+_pins_from_env: dict[str, str] = {}
 
 class TokenError(Exception):
     """The token could not be used; ``str()`` is one line for the operator (no PIN)."""
@@ -100,9 +109,11 @@ def read_pin(settings: TokenSettings) -> str:
         pin = _read_pin_file(settings.pin_file)
     elif settings.pin_env is not None:
         value = os.environ.pop(settings.pin_env, None)
-        if value is None or not value.strip():
+        if value is not None and value.strip():
+            _pins_from_env[settings.pin_env] = value.strip()
+        if settings.pin_env not in _pins_from_env:
             raise TokenError(f"identity.token.pin_env: ${settings.pin_env} is not set")
-        pin = value.strip()
+        pin = _pins_from_env[settings.pin_env]
     else:
         folder = os.environ.get("CREDENTIALS_DIRECTORY")
         path = Path(folder) / PIN_CREDENTIAL if folder else None

@@ -118,3 +118,26 @@ def test_token_helpers_read_a_data_object_and_refuse_a_wrong_pin(softhsm: SoftHs
         session.close()
     with pytest.raises(WrongPin, match="wrong PIN"):
         open_session(softhsm.module, softhsm.token_label, "0000-wrong")
+
+
+def test_token_readers_after_the_rig_key_leave_it_logged_in(
+        softhsm: SoftHsm, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the PIN in an environment variable, and the rig key's session open
+    import os
+
+    from aitbc_miner.config.model import TokenSettings
+
+    monkeypatch.setenv("RIG_TEST_PIN", PIN)
+    settings = TokenSettings(module=softhsm.module, token_label=softhsm.token_label,
+                             pin_env="RIG_TEST_PIN")
+    TokenRigKey.create(softhsm.settings()).close()
+    rig_key = TokenRigKey.open(settings)
+    try:
+        assert "RIG_TEST_PIN" not in os.environ  # taken out once read
+        # When another part of the miner opens and closes sessions on the same token
+        for _ in range(2):
+            open_token(settings).close()
+        # Then the rig key still signs: its login outlived their sessions
+        assert rig_key.public_key.verify(rig_key.sign(b"x"), b"x") is None
+    finally:
+        rig_key.close()
