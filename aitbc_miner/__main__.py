@@ -1,3 +1,3 @@
-from .host.cli import main
+from .host.start import main
 
 raise SystemExit(main())

@@ -5,7 +5,6 @@ of increasing precedence, and one-line errors that name the key and where it cam
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from pydantic_settings import (
 )
 
 from .. import logs
+from ..handoff import settings_environment
 from .model import (
     _MAX_SHOWN,
     _SECTIONS,
@@ -159,12 +159,13 @@ def load_settings(
     ``config_path`` is the ``--config`` flag (a missing file is an error); otherwise
     ``AITBC_MINER_CONFIG``, then :func:`default_config_path` if that file exists.
     ``overrides`` holds flag values as a nested dict; ``None`` values mean "flag not given".
-    ``env`` defaults to ``os.environ``.
+    ``env`` defaults to the process's settings environment (``os.environ`` plus what was
+    handed over across the start's re-exec, ``handoff``).
 
     Raises:
         ConfigError: any unreadable file, YAML error, unknown key or invalid value.
     """
-    env = dict(os.environ if env is None else env)
+    env = dict(settings_environment() if env is None else env)
     path = _resolve_config_path(config_path, env)
     file_data = _read_yaml(path) if path else {}
     flag_data = _drop_none(overrides or {})
@@ -207,8 +208,8 @@ def _describe(err: Any, layers: _Layers) -> str:
 
 def _shown(loc: tuple[str, ...], value: Any) -> str:
     """`` (got X)`` for a scalar input, never for a secret, with URL credentials masked."""
-    if loc in SECRET_PATHS or not isinstance(value, str | int | float):
-        return ""
+    if loc in SECRET_PATHS or loc[-1:] == ("value",) or not isinstance(value, str | int | float):
+        return ""  # ("value",): a secret source's inline value (runners.secrets.X.value)
     if isinstance(value, bool):
         return f" (got {str(value).lower()})"
     if isinstance(value, str):

@@ -10,7 +10,6 @@ import base64
 import binascii
 import contextlib
 import logging
-import os
 import re
 import socket
 import stat
@@ -36,8 +35,10 @@ from pydantic_settings import (
 )
 
 from .. import logs
+from ..handoff import HANDOFF_FD_VAR
 from ..protocol import API_PREFIX
 from ..runners.settings import RunnerSettings
+from ..secretsource import SecretError, SecretSource, credential_path
 
 APP_NAME = "aitbc-miner"
 ENV_PREFIX = "AITBC_MINER_"
@@ -45,7 +46,7 @@ ENV_DELIMITER = "__"
 #: Names the config file; a ``--config`` flag wins over it.
 CONFIG_ENV_VAR = "AITBC_MINER_CONFIG"
 #: ``AITBC_MINER_*`` variables that are not settings; any other unknown one is an error.
-NON_SETTINGS_ENV_VARS = frozenset({CONFIG_ENV_VAR})
+NON_SETTINGS_ENV_VARS = frozenset({CONFIG_ENV_VAR, HANDOFF_FD_VAR})
 #: The systemd credential holding the miner key when neither key nor key_file is set.
 KEY_CREDENTIAL = "miner-key"
 #: Key paths whose values are never echoed in errors or renders.
@@ -166,9 +167,13 @@ class MinerSettings(_Section):
         socket.gethostname, "Miner identity shown to the coordinator (at most 128 characters)"
     )
     key: SecretStr | None = _doc(
-        None, "Miner API key; better set through the environment than in the file"
+        None, "Miner API key itself (or AITBC_MINER_MINER__KEY, taken out of the process "
+        "environment at start); key_source keeps it off the disk"
     )
     key_file: OptPath = _doc(None, "File holding the miner API key; keep it mode 0600")
+    key_source: SecretSource | None = _doc(
+        None, "Where the key is read at start: {credential: NAME}, {file: PATH} (tmpfs, "
+        "0600) or {token_object: LABEL} (docs/secrets.md)")
     region: str | None = _doc(None, "Region label sent at registration")
     price: Float | None = _doc(
         None, "Asking price in AITBC per unit, sent as the `price` capability", ge=0
@@ -192,8 +197,11 @@ class MinerSettings(_Section):
 
     @model_validator(mode="after")
     def _one_key_source(self) -> MinerSettings:
-        if self.key is not None and self.key_file is not None:
-            raise ValueError("set key or key_file, not both")
+        given = [n for n in ("key", "key_file", "key_source") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set one of key, key_file or key_source, not {' and '.join(given)}")
+        if self.key_source is not None and self.key_source.value is not None:
+            raise ValueError("key_source: an inline key is miner.key, not key_source.value")
         return self
 
 
@@ -455,29 +463,30 @@ class Settings(BaseSettings):
         return data
 
     def miner_key(self) -> str | None:
-        """The miner key from ``miner.key`` or ``miner.key_file``, else (under systemd) the
-        credential ``miner-key`` the unit loads; registered for log redaction.
+        """The miner key from the one source set of ``miner.key``, ``miner.key_file`` and
+        ``miner.key_source``, else (under systemd) the credential ``miner-key`` the unit
+        loads; registered for log redaction. Blocking (a token may be asked).
 
         Raises:
-            ConfigError: the key file is missing, unreadable or empty.
+            ConfigError: the source is missing, unreadable, empty or exposed (one line; a
+                ``key_source`` failure carries its ``secretsource.SecretCode``).
         """
         if self.miner.key is not None:
             value = self.miner.key.get_secret_value()
         elif self.miner.key_file is not None:
             value = _read_key_file(self.miner.key_file)
-        elif (credential := systemd_credential(KEY_CREDENTIAL)) is not None:
+        elif self.miner.key_source is not None:
+            try:
+                value = self.miner.key_source.read_text(token=self.identity.token,
+                                                        in_memory=True)
+            except SecretError as exc:
+                raise ConfigError(f"config error: miner.key_source: {exc}") from None
+        elif (credential := credential_path(KEY_CREDENTIAL)) is not None:
             value = _read_key_file(credential)
         else:
             return None
         logs.add_secret(value)
         return value
-
-
-def systemd_credential(name: str) -> Path | None:
-    """The file of a credential systemd passed this service (``LoadCredential=``), if any."""
-    folder = os.environ.get("CREDENTIALS_DIRECTORY")
-    path = Path(folder) / name if folder else None
-    return path if path is not None and path.is_file() else None
 
 
 def _read_key_file(path: Path) -> str:

@@ -23,6 +23,7 @@ from .. import __version__
 from ..codes import ExitCode
 from ..config import ConfigError, Settings, load_settings, render_effective
 from ..engine import Engine
+from ..handoff import handed_over, reexec_without
 from ..identity.rigkey import RigKeyError
 from ..identity.token import TokenError
 from ..logs import describe_exception, is_journal_stream, journal_prefix, redact, setup_logging
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run_demo(args, headless)
         if args.command in keys.COMMANDS:
             return keys.run(args, lambda: _settings(args))
+        _leave_the_environment(args)
         return _run_miner(args, headless)
     except ConfigError as exc:
         return operator_error(str(exc), ExitCode.CONFIG)
@@ -320,6 +322,20 @@ class Console:
             self.app.terminal_lost("SIGHUP")
 
 
+def _leave_the_environment(args: argparse.Namespace) -> None:
+    """``host.start`` took the settings variables out of the environment block; the settings
+    may name one more holding a secret (``identity.token.pin_env``): take it out the same
+    way (exec again, same PID; ``handoff``). Returns at once when there is none."""
+    pin_env = _settings(args).identity.token.pin_env
+    if not pin_env or pin_env not in os.environ:
+        return
+    try:
+        reexec_without([pin_env])
+    except OSError as exc:
+        raise OSError(exc.errno, "cannot start again without the secrets in the "
+                      f"environment: {exc.strerror or exc}") from None
+
+
 def _run_miner(args: argparse.Namespace, headless: bool) -> int:
     if headless:  # until the host handles it, a reload must not kill a starting service
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -332,6 +348,9 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
                       on_output_closed=_end_quietly)
     else:  # the console owns the terminal: logs go to a file beside the journal
         _log_to_file(settings.paths.effective_state_dir, settings.log.level, key)
+    if moved := handed_over():
+        log.info("taken out of the process environment at start: %s", ", ".join(moved),
+                 extra={"event_name": "environment_cleared", "variables": moved})
     engine = build_engine(settings, exit_when_drained=args.exit_when_drained)
     host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s,
                 control_socket=control_socket_path(settings),

@@ -40,6 +40,7 @@ from ..runners.openai_compat import DEFAULT_OPENAI_URL, OpenAICompatRunner
 from ..runners.python import PythonRunner
 from ..runners.sandboxed import make_sandbox
 from ..sandbox import Isolation, Sandbox
+from ..secretsource import use_token
 from .control import SOCKET_NAME, ControlAccess, ControlServer
 from .metrics import MetricsServer
 from .sdnotify import Notifier, notify_systemd, status_line
@@ -84,8 +85,10 @@ def build_engine(
     key = settings.miner_key()
     if not key:
         raise MissingKey(
-            "no miner key: set AITBC_MINER_MINER__KEY or miner.key_file in the config (a "
-            "service reads the systemd credential miner-key, docs/service.md)")
+            "no miner key: set miner.key_source (a credential, a file on tmpfs or a token "
+            "object), miner.key_file or AITBC_MINER_MINER__KEY (a service reads the systemd "
+            "credential miner-key; docs/secrets.md)")
+    use_token(settings.identity.token)  # job secrets' token_object sources
     ensure_private_dir(settings.paths.effective_state_dir)
     telemetry, specs = probe_gpus(settings)
     if registry is None:

@@ -26,6 +26,7 @@ from ..artifacts import Uploader
 from ..codes import ErrorCode
 from ..sandbox import JobSpec, Sandbox
 from ..sandbox.workdir import WorkDir
+from ..secretsource import SecretError
 from .allowlist import Allowlist, Invocation, open_executable
 from .base import JobFailed, RunContext, RunOutput, SlotKind
 from .results import completed, raise_for_failure
@@ -80,7 +81,7 @@ class CliRunner(SandboxedRunner):
         if call.stdin is not None:
             stdin = ctx.workspace / "stdin"
             await asyncio.to_thread(_write_private, stdin, call.stdin)
-        secrets = job_secrets(self.settings, entry.secrets)
+        secrets = await job_secrets(self.settings, entry.secrets)
         executable = await asyncio.to_thread(open_executable, entry.executable)
         try:
             spec = JobSpec(
@@ -119,10 +120,19 @@ class CliRunner(SandboxedRunner):
                             f"gpu: entry {call.name!r} may not use a GPU; send it as type 'cli'")
 
 
-def job_secrets(settings: RunnerSettings, names: list[str]) -> dict[str, bytes]:
+async def job_secrets(settings: RunnerSettings, names: list[str]) -> dict[str, bytes]:
+    """The job's secrets, read off the loop (a file, a credential, a token session)."""
+    if not names:
+        return {}
     try:
-        return settings.secret_values(names)
-    except (KeyError, OSError) as exc:
+        return await asyncio.to_thread(settings.secret_values, names)
+    except SecretError as exc:  # the operator's log says which and why; the client, the code
+        log.warning("a job's secret cannot be read: %s", exc,
+                    extra={"event_name": "secret_unreadable", "code": exc.code.value})
+        raise JobFailed(ErrorCode.E_INTERNAL,
+                        f"secrets: cannot read a secret this job needs ({exc.code.value})"
+                        ) from None
+    except KeyError as exc:
         raise JobFailed(ErrorCode.E_INTERNAL,
                         f"secrets: cannot read a secret this job needs ({type(exc).__name__})"
                         ) from None

@@ -76,11 +76,12 @@ class PythonRunner(SandboxedRunner):
         paths = tuple(self.settings.python.paths)
         for path in paths:
             argv += ["--path", str(path)]
+        secrets = await job_secrets(self.settings, function.secrets)
         spec = JobSpec(
             job_id=ctx.job_id, argv=[*argv, target],
             env=workdir.base_env(ctx.job_id, None), cwd=workdir.work, workspace=ctx.workspace,
             limits=self.settings.limits.merged(function.limits), network=function.network,
-            stdin=stdin, secrets=job_secrets(self.settings, function.secrets),
+            stdin=stdin, secrets=secrets,
             ro_paths=(*interpreter_paths(python), *paths),
             ro_files={PYCALL_IN_SANDBOX: PYCALL})
         finished = await self.sandbox.run(spec, on_line=ctx.report_log,

@@ -12,9 +12,11 @@ Proposed place: the ``runners:`` section of the config file, e.g.::
       artifacts: {inline_max_bytes: 262144, upload_url: null}
       secrets:
         hf_token: {file: /etc/aitbc-miner/secrets/hf_token}
+        db_password: {credential: db-password}    # $CREDENTIALS_DIRECTORY/db-password
+        signing_seed: {token_object: job-seed}    # a data object in identity.token
 
-Secret values are ``SecretStr`` (never in ``repr`` or dumps) and are read from their files
-at each job, so rotating a file needs no restart.
+Secret values are ``SecretStr`` (never in ``repr`` or dumps) and are read from their
+source at each job (``secretsource``), so rotating one needs no restart.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .. import logs
 from ..sandbox.limits import Limits, NetworkPolicy
+from ..secretsource import SecretSource, job_token
 
 SYSTEM_ALLOWLIST_DIR = Path("/etc/aitbc-miner/allowlist.d")
 PYTHON_TARGET = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
@@ -41,28 +43,6 @@ def default_allowlist_dirs() -> list[Path]:
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class SecretSource(_Section):
-    """A secret a job may receive as a file: its value inline, or a file to read it from."""
-
-    value: SecretStr | None = None
-    file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SecretSource:
-        if (self.value is None) == (self.file is None):
-            raise ValueError("set exactly one of value or file")
-        return self
-
-    def read(self) -> bytes:
-        """The value, registered for log redaction. Raises ``OSError`` for an unreadable file."""
-        data = (self.value.get_secret_value().encode() if self.value is not None
-                else self.file.read_bytes() if self.file is not None else b"")
-        text = data.decode("utf-8", "replace")
-        logs.add_secret(text)
-        logs.add_secret(text.strip())  # a file's trailing newline is rarely echoed with it
-        return data
 
 
 class PythonFunction(_Section):
@@ -127,13 +107,14 @@ class RunnerSettings(_Section):
                                         description="Files jobs write under out/")
     secrets: dict[str, SecretSource] = Field(
         default_factory=dict,
-        description="Named secrets jobs receive as files (each a value or a file)")
+        description="Named secrets jobs receive as files (each a value, file, credential or "
+        "token_object)")
 
     def secret_values(self, names: list[str]) -> dict[str, bytes]:
-        """The named secrets' values, read now.
+        """The named secrets' values, read now (blocking: a token may be asked).
 
         Raises:
             KeyError: a name is not configured (entries naming one are disabled at load).
-            OSError: a secret's file cannot be read.
+            SecretError: a secret cannot be read (its code says why).
         """
-        return {name: self.secrets[name].read() for name in names}
+        return {name: self.secrets[name].read(token=job_token()) for name in names}

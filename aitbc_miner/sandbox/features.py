@@ -22,6 +22,8 @@ from .isolation import JobUser
 log = logging.getLogger(__name__)
 
 LAUNCHER = Path(__file__).with_name("launch.py")
+#: The launcher's whole environment: nothing of the agent's (its key, a PIN) reaches it.
+LAUNCHER_ENV = {"PATH": "/usr/bin:/bin"}
 PROBE_TIMEOUT_S = 20.0  # a probe that hangs longer means "no isolation", never a stuck agent
 
 
@@ -55,7 +57,7 @@ def probe(bwrap: str | None = None, user: JobUser | None = None,
     try:
         done = subprocess.run([python, "-I", "-S", str(LAUNCHER), "--probe", options],
                               capture_output=True, text=True, timeout=PROBE_TIMEOUT_S,
-                              check=False)
+                              check=False, env=LAUNCHER_ENV)
         found = json.loads(done.stdout or "{}")
         if done.returncode != 0:
             notes.append(f"probe exited {done.returncode}: {done.stderr.strip()[-200:]}")

@@ -684,7 +684,7 @@ def probe_bwrap(bwrap: str, user: list[int] | None) -> dict[str, object]:
     if user:
         drop_to(*user)
     done = subprocess.run([bwrap, *system_args(), *BWRAP_PROBE], capture_output=True,
-                          timeout=15, check=False)
+                          timeout=15, check=False, env={"PATH": "/usr/bin:/bin"})
     if done.returncode != 0:
         text = done.stderr.decode(errors="replace").strip()[-300:]
         raise OSError(f"bubblewrap exited {done.returncode}: {text or 'no message'}")

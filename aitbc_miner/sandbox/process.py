@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .cgroups import CgroupMode, JobCgroup
-from .features import LAUNCHER, SandboxFeatures, host_features
+from .features import LAUNCHER, LAUNCHER_ENV, SandboxFeatures, host_features
 from .isolation import (
     SECRETS_MOUNT,
     Isolation,
@@ -284,7 +284,7 @@ class _Job:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 python, "-I", "-S", str(LAUNCHER), str(status_w), stdin=control_r,
-                stdout=out_w, stderr=err_w, pass_fds=passed, env={"PATH": "/usr/bin:/bin"},
+                stdout=out_w, stderr=err_w, pass_fds=passed, env=LAUNCHER_ENV,
                 cwd=str(self.spec.cwd))
         except BaseException:
             for fd in (control_w, status_r, out_r, err_r):
