@@ -246,7 +246,7 @@ class Core:
             recent=tuple(reversed(self.recent)),
             poll_interval_s=self.poll_interval_s,
             polls_in_flight=self.polls_in_flight,
-            warnings=self.warnings,
+            warnings=self.warnings + self.gpu.warnings,
             receipts=tuple(self.receipts),
             earnings=self.earnings,
             gpu=self.gpu,

@@ -11,6 +11,12 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from ..gpu.history import GpuHistory as GpuHistory  # the GPU types, re-exported for viewers
+from ..gpu.history import Series as Series
+from ..gpu.history import empty_history
+from ..gpu.processes import GpuProcess as GpuProcess
+from ..gpu.processes import ProcessRole as ProcessRole
+
 
 class Mode(StrEnum):
     """What the operator asked for, as the header shows it."""
@@ -107,7 +113,15 @@ class OutcomeView:
 
 @dataclass(frozen=True, slots=True)
 class GpuView:
-    """One GPU (or MIG instance) as the console shows it; ``None`` fields read "N/A"."""
+    """One GPU (or MIG instance) as the console shows it; ``None`` fields read "N/A".
+
+    ``history``: bucket means over the last minutes (``aitbc_miner.gpu.history``: util %,
+    VRAM MiB, temperature, power W; ``history.power_w`` is the power over time).
+    ``energy_wh``: energy drawn since the miner started. ``processes``: every process on
+    the device with its VRAM and role (``job``/``backend``/``miner``/``foreign``), largest
+    first. ``hot``: at or above ``HOT_C`` (the console says GPU HOT). ``state`` "lost"
+    with ``lost_reason``: the console says GPU LOST.
+    """
 
     index: int
     uuid: str
@@ -120,11 +134,23 @@ class GpuView:
     temperature_c: float | None = None
     power_w: float | None = None
     power_limit_w: float | None = None
-    util_history: tuple[float, ...] = ()  # oldest first, bounded
+    util_history: tuple[float, ...] = ()  # oldest first, bounded (history.util_pct's means)
     slot_ids: tuple[str, ...] = ()
     simulated: bool = False
     mig_parent: int | None = None
     lost_reason: str | None = None
+    history: GpuHistory = field(default_factory=empty_history)
+    energy_wh: float = 0.0
+    processes: tuple[GpuProcess, ...] = ()
+    hot: bool = False
+
+    @property
+    def foreign(self) -> tuple[GpuProcess, ...]:
+        """Processes that are neither the miner's nor its jobs' nor its backend's."""
+        return tuple(p for p in self.processes if p.foreign)
+
+
+HOT_C = 85.0  # a GPU at or above this temperature is HOT (most throttle a few degrees on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +161,7 @@ class GpuStatus:
     message: str = ""
     simulated: bool = False
     gpus: tuple[GpuView, ...] = ()
+    warnings: tuple[str, ...] = ()  # e.g. someone else's process on a GPU the miner uses
 
 
 @dataclass(frozen=True, slots=True)

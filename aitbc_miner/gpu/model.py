@@ -111,8 +111,9 @@ class GpuSample:
     """One reading of one device. Sizes in MiB, power in W, temperature in Celsius.
 
     ``processes`` maps a PID to its VRAM in MiB (``NA`` where NVML cannot say, e.g.
-    under WDDM). Every other field is ``NA`` when the device cannot report it, and all
-    of them are ``NA`` once the device is lost.
+    under WDDM), compute and graphics processes alike; ``process_kinds`` maps each PID
+    to ``"C"`` (compute), ``"G"`` (graphics) or ``"C+G"``. Every other field is ``NA``
+    when the device cannot report it, and all of them are ``NA`` once the device is lost.
     """
 
     index: str
@@ -131,8 +132,9 @@ class GpuSample:
     power_w: MaybeFloat = NA
     power_limit_w: MaybeFloat = NA
     processes: Mapping[int, MaybeInt] = field(default_factory=lambda: MappingProxyType({}))
+    process_kinds: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
     simulated: bool = False
-    reason: str | None = None  # why it is lost
+    reason: str | None = None  # why it is lost (or why this reading failed)
 
     @property
     def lost(self) -> bool:
@@ -147,14 +149,14 @@ class GpuSample:
         out: dict[str, Any] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            if name == "processes":
-                value = {str(pid): or_none(mib) for pid, mib in value.items()}
+            if name in ("processes", "process_kinds"):
+                value = {str(pid): or_none(v) for pid, v in value.items()}
             elif isinstance(value, StrEnum):
                 value = value.value
             out[name] = or_none(value)
         return out
 
 
-def frozen_processes(processes: Mapping[int, MaybeInt]) -> Mapping[int, MaybeInt]:
+def frozen_processes(processes: Mapping[int, T]) -> Mapping[int, T]:
     """A read-only copy: a sample's process map never changes after it is made."""
     return MappingProxyType(dict(processes))

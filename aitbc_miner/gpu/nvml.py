@@ -40,6 +40,9 @@ log = logging.getLogger("aitbc_miner.gpu")
 MIB: Final = 1 << 20  # NVML reports bytes; we show MiB
 UINT_NA: Final = 0xFFFFFFFF  # NVML_VALUE_NOT_AVAILABLE_uint: a field the driver left blank
 
+#: A device's process maps carried over from its previous sample: (PID -> MiB, PID -> kind).
+KeptProcesses = tuple[Mapping[int, MaybeInt], Mapping[int, str]]
+
 
 @dataclass(frozen=True, slots=True)
 class DriverInfo:
@@ -74,6 +77,7 @@ class Nvml:
         self._info: DriverInfo | None = None
         self._devices: tuple[DeviceRef, ...] = ()
         self._lost: dict[str, str] = {}  # index -> why
+        self._unreadable_logged: set[str] = set()
         self._code_names: dict[int, str] = {}
         self._field_errors: tuple[type[BaseException], ...] = ()
         self._nvml_error: type[BaseException] = _NeverRaised
@@ -245,10 +249,12 @@ class Nvml:
                     samples.append(self.read(ref, at, keep))
                 except DriverGone as exc:
                     return self._driver_failed(at, str(exc))
+                except Exception as exc:  # an odd answer from one device: the others go on
+                    samples.append(self._unreadable(ref, at, exc))
             return tuple(samples)
 
     def read(self, ref: DeviceRef, at: float,
-             keep_processes: Mapping[int, MaybeInt] | None = None) -> GpuSample:
+             keep_processes: KeptProcesses | None = None) -> GpuSample:
         """Read one device; a lost device gives a lost sample (and is not asked again).
 
         Raises:
@@ -265,7 +271,7 @@ class Nvml:
             return self._lost_sample(ref, at)
 
     def _read(self, ref: DeviceRef, at: float,
-              keep_processes: Mapping[int, MaybeInt] | None) -> GpuSample:
+              keep_processes: KeptProcesses | None) -> GpuSample:
         h, q = ref.handle, self.query
         memory = q("nvmlDeviceGetMemoryInfo", h)
         util = q("nvmlDeviceGetUtilizationRates", h)
@@ -273,12 +279,14 @@ class Nvml:
                         getattr(self._module, "NVML_TEMPERATURE_GPU", 0))
         power = q("nvmlDeviceGetPowerUsage", h)
         limit = q("nvmlDeviceGetEnforcedPowerLimit", h)
+        kinds: Mapping[int, str]
         if keep_processes is not None:
-            procs = keep_processes
+            procs, kinds = keep_processes
         elif ref.mig_enabled:
-            procs = {}  # processes run on its instances; they are read there
+            procs, kinds = {}, {}  # processes run on its instances; they are read there
         else:
-            procs = _process_map(q("nvmlDeviceGetComputeRunningProcesses", h))
+            procs, kinds = _processes(q("nvmlDeviceGetComputeRunningProcesses", h),
+                                      q("nvmlDeviceGetGraphicsRunningProcesses", h))
         return GpuSample(
             index=ref.index, uuid=ref.uuid, name=ref.name, at=at,
             mig_parent=ref.mig_parent, mig_enabled=ref.mig_enabled,
@@ -289,7 +297,19 @@ class Nvml:
             util_mem_pct=_uint(getattr(util, "memory", NA)),
             temperature_c=_uint(temperature),
             power_w=_watts(power), power_limit_w=_watts(limit),
-            processes=frozen_processes(procs), simulated=self.simulated)
+            processes=frozen_processes(procs), process_kinds=frozen_processes(kinds),
+            simulated=self.simulated)
+
+    def _unreadable(self, ref: DeviceRef, at: float, exc: Exception) -> GpuSample:
+        """A device whose reading failed in a way NVML's errors do not cover: this sample
+        is all N/A (a gap in its history), the next one tries again."""
+        if ref.index not in self._unreadable_logged:
+            self._unreadable_logged.add(ref.index)
+            log.warning("GPU %s: reading failed (%s: %s); shown as N/A until it answers",
+                        ref.index, type(exc).__name__, exc, exc_info=True)
+        return GpuSample(index=ref.index, uuid=ref.uuid, name=ref.name, at=at,
+                         mig_parent=ref.mig_parent, mig_enabled=ref.mig_enabled,
+                         simulated=self.simulated, reason=f"reading failed: {exc}")
 
     def _lost_sample(self, ref: DeviceRef, at: float) -> GpuSample:
         return GpuSample(index=ref.index, uuid=ref.uuid, name=ref.name, at=at,
@@ -316,10 +336,27 @@ class _NeverRaised(Exception):
     """Stands in for ``pynvml.NVMLError`` before the module is loaded."""
 
 
-def _processes_of(previous: Mapping[str, GpuSample] | None,
-                  index: str) -> Mapping[int, MaybeInt]:
+def _processes_of(previous: Mapping[str, GpuSample] | None, index: str) -> KeptProcesses:
     sample = previous.get(index) if previous else None
-    return sample.processes if sample is not None else MappingProxyType({})
+    if sample is None:
+        return MappingProxyType({}), MappingProxyType({})
+    return sample.processes, sample.process_kinds
+
+
+def _processes(compute: Any, graphics: Any) -> tuple[dict[int, MaybeInt], dict[int, str]]:
+    """PID -> MiB and PID -> "C"/"G"/"C+G" from NVML's two lists (either may be ``NA``:
+    not supported on this device). A PID in both lists holds one context: its VRAM is
+    counted once (the larger figure)."""
+    procs = _process_map(compute)
+    kinds = dict.fromkeys(procs, "C")
+    for pid, mib in _process_map(graphics).items():
+        if pid in procs:
+            kinds[pid] = "C+G"
+            have = procs[pid]
+            procs[pid] = mib if have is NA else have if mib is NA else max(have, mib)  # type: ignore[type-var]
+        else:
+            procs[pid], kinds[pid] = mib, "G"
+    return procs, kinds
 
 
 def _process_map(procs: Any) -> dict[int, MaybeInt]:

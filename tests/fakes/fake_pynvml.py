@@ -59,6 +59,7 @@ class FakeGpu:
     power_mw: int = 60_000
     power_limit_mw: int = 400_000
     processes: dict[int, int | None] = field(default_factory=dict)  # pid -> MiB (None: N/A)
+    graphics: dict[int, int | None] = field(default_factory=dict)  # graphics processes, same
     unsupported: set[str] = field(default_factory=set)  # functions that raise NotSupported
     mig_capable: bool = False  # False: nvmlDeviceGetMigMode raises NotSupported
     mig: list[FakeGpu | None] | None = None  # MIG mode on: its instances (None = empty place)
@@ -257,9 +258,18 @@ class FakeNvml(ModuleType):
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
         gpu = self._device("nvmlDeviceGetComputeRunningProcesses", handle)
+        return self._process_list(gpu.processes)
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: Any) -> list[Any]:
+        gpu = self._device("nvmlDeviceGetGraphicsRunningProcesses", handle)
+        return self._process_list(gpu.graphics)
+
+    def _process_list(self, processes: dict[int, int | None]) -> list[Any]:
+        """As the real (v3) calls answer: friendly objects with ``pid`` and
+        ``usedGpuMemory`` in bytes, ``None`` where NVML has no figure (WDDM)."""
         out = []
-        for pid, mib in gpu.processes.items():
-            obj = self.nvmlStructToFriendlyObject(self.c_nvmlProcessInfo_t(
+        for pid, mib in processes.items():
+            obj = self.nvmlStructToFriendlyObject(self.c_nvmlProcessInfo_v3_t(
                 pid=pid, usedGpuMemory=0 if mib is None else mib * MIB,
                 gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF))
             if mib is None:

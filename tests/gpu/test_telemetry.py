@@ -83,14 +83,16 @@ async def test_sampling_never_blocks_the_event_loop(sampler_for: MakeSampler) ->
 
 
 async def test_history_is_bounded_and_oldest_first(sampler_for: MakeSampler) -> None:
-    fake, sampler = sampler_for(FakeNvml.with_gpus(1), history=5)
+    clock = iter(range(1000, 2000, 5))  # one sample per 5 s bucket
+    fake, sampler = sampler_for(FakeNvml.with_gpus(1), history=5,
+                                clock=lambda: float(next(clock)))
     for i in range(12):
         fake.gpus[0].util_gpu = i
         fake.gpus[0].memory_used_mib = 100 + i
         await sampler.sample_once()
-    view = sampler.snapshot.gpus[0]
-    assert view.util_history == (7, 8, 9, 10, 11)
-    assert view.memory_history == (107, 108, 109, 110, 111)
+    history = sampler.snapshot.gpus[0].history
+    assert history.util_pct.means == (7, 8, 9, 10, 11)
+    assert history.vram_mib.means == (107, 108, 109, 110, 111)
     assert sampler.snapshot.seq == 12
 
 
@@ -101,7 +103,8 @@ async def test_snapshots_are_immutable_and_old_ones_do_not_change(
     fake.gpus[0].util_gpu = 99
     fake.gpus[0].processes[11] = 6
     new = await sampler.sample_once()
-    assert old.gpus[0].sample.util_gpu_pct == 0 and old.gpus[0].util_history == (0,)
+    assert old.gpus[0].sample.util_gpu_pct == 0
+    assert old.gpus[0].history.util_pct.latest == 0
     assert dict(old.gpus[0].sample.processes) == {10: 5}
     assert dict(new.gpus[0].sample.processes) == {10: 5, 11: 6}
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -121,6 +124,7 @@ async def test_processes_are_read_every_nth_sample_and_carried_between(
         seen.append(dict(snap.gpus[0].sample.processes))
         fake.gpus[0].processes[1] += 10
     assert fake.calls["nvmlDeviceGetComputeRunningProcesses"] == 2
+    assert fake.calls["nvmlDeviceGetGraphicsRunningProcesses"] == 2
     assert seen == [{1: 10}, {1: 10}, {1: 30}, {1: 30}]
 
 
