@@ -231,7 +231,8 @@ class SlotSettings(_Section):
 class GpuSettings(_Section):
     sample_interval_s: Float = _doc(1.0, "Seconds between GPU telemetry samples", gt=0, le=60)
     process_every: Int = _doc(2, "Read per-process VRAM every Nth sample", ge=1, le=60)
-    history: Int = _doc(300, "Samples kept per GPU for the console's graphs", ge=1, le=3600)
+    history: Int = _doc(120, "5-second buckets of history kept per GPU for the console's "
+                        "graphs (bucket means; 120 = 10 minutes)", ge=1, le=3600)
     simulate: Int = _doc(0, "Fake GPUs for the demo, shown as SIMULATED (0 = real NVML)",
                          ge=0, le=64)
 

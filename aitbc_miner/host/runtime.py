@@ -177,7 +177,10 @@ def probe_gpus(settings: Settings) -> tuple[Sampler | None, tuple[GpuSlotSpec, .
         return None, ()  # GPU work off: NVML is never started
     if g.simulate:
         add_static_field("gpus", "SIMULATED")  # every log line says so
-    nvml = simulated_nvml(g.simulate) if g.simulate else Nvml()
+    sampler: Sampler | None = None
+    # Simulated devices follow the jobs the sampler tracks: idle while nothing runs.
+    nvml = (simulated_nvml(g.simulate, load=lambda: sampler.workload if sampler else {})
+            if g.simulate else Nvml())
     sampler = Sampler(nvml, interval_s=g.sample_interval_s, history=g.history,
                       process_every=g.process_every)
     specs = gpu_slot_specs(sampler.sample_blocking(), slots.per_gpu)
