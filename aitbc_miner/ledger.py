@@ -7,6 +7,21 @@ Kept locally so it shows while offline. States, after Golem's ``status``:
   (``counted``); invalid, mismatched and duplicate receipts are **flagged**, never counted;
 * **paid**: verified jobs the coordinator reports paid (2026-08's earnings call).
 
+A :class:`Book` adds rows up **incrementally**: it remembers the last ``receipts`` rowid
+and the last ``transitions`` id it read, so each update reads only the rows written
+since (``O(new jobs)``), and its memory is bounded: per-minute buckets for the last 24
+hours, one total per UTC day, at most ``MAX_GROUPS`` models, GPUs, job types and error
+codes each (more go under ``(other)``), and the last ``REMEMBERED_RECEIPTS`` receipt ids
+(a receipt stored again under the same id replaces the earlier row; the book takes the
+earlier one back out). :func:`summarize` is the full recompute: a fresh book fed every
+row, which is what ``aitbc-miner earnings`` prints. Amounts are exact decimals
+(``aitbc_miner.money``).
+
+Failures come from the journal's transitions: a job's first ``staged`` step says its
+outcome and error code (``failed E_TIMEOUT``). A job that ``failed`` or was
+``interrupted`` counts as failed, under its code; ``completed`` and ``canceled`` jobs
+count only as finished.
+
 Plain ``sqlite3`` on the journal file: the CLI calls it directly, the engine through
 ``asyncio.to_thread``. Readers never block the journal's writer (WAL).
 """
@@ -16,38 +31,27 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from .journal import ReceiptRecord
+from .money import ZERO, Earnings, Money, amount_of
 
 DAY_S = 86400
-
-
-@dataclass(frozen=True, slots=True)
-class Total:
-    amount: float = 0.0
-    jobs: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Earnings:
-    issued: Total
-    verified: Total
-    paid: Total
-    flagged: Total
-    today: Total
-    last_7_days: Total
-    last_hour: Total
-    by_day: tuple[tuple[str, Total], ...]
-    by_model: tuple[tuple[str, Total], ...]
-    by_slot: tuple[tuple[str, Total], ...]
-    by_type: tuple[tuple[str, Total], ...]
-    failures_by_code: tuple[tuple[str, int], ...]
-    currency: str = "AITBC"
+MINUTE_S = 60
+DAY_MINUTES = 24 * 60
+NOW_MINUTES = 10  # "AITBC per hour now": the current minute and the 9 before it
+HOUR_MINUTES = 60
+MAX_GROUPS = 256
+REMEMBERED_RECEIPTS = 4096
+READ_BATCH = 5000
+OTHER = "(other)"
+OUTCOMES = frozenset({"completed", "failed", "canceled", "interrupted"})
+FAILED = frozenset({"failed", "interrupted"})
 
 
 @contextmanager
@@ -59,84 +63,286 @@ def open_readonly(journal_path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-_COUNTED = """
-    SELECT r.price, r.received_at, j.job_type, j.slot, j.payload
-    FROM receipts r LEFT JOIN jobs j ON j.job_id = r.job_id
-    WHERE r.counted = 1
-"""
+@dataclass(frozen=True, slots=True)
+class ReceiptRow:
+    """A receipt with the facts of its job that the book groups by."""
+
+    receipt_id: str
+    received_at: float
+    price: Decimal
+    counted: bool
+    duplicate: bool
+    model: str = "-"  # the payload's model, else the job type
+    gpu: str = "-"  # "gpu:0" (any slot of GPU 0), "cpu", "-" (unknown)
+    job_type: str = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    """A job's first staging: when it finished, how, and its error code."""
+
+    at: float
+    outcome: str
+    code: str | None = None
+
+
+@dataclass(slots=True)
+class _Minute:
+    earned: Money = Money()
+    by_model: dict[str, Decimal] = field(default_factory=dict)
+    by_gpu: dict[str, Decimal] = field(default_factory=dict)
+    finished: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    """What one stored receipt added, kept to take it back out if it is replaced."""
+
+    row: ReceiptRow
+    model: str
+    gpu: str
+    job_type: str
+
+
+def gpu_of(slot: str | None) -> str:
+    """The device a slot belongs to: ``gpu:0/1`` -> ``gpu:0``, ``cpu:3`` -> ``cpu``."""
+    if not slot:
+        return "-"
+    if slot.startswith("cpu:"):
+        return "cpu"
+    return slot.split("/", 1)[0]
+
+
+def minute_of(at: float) -> int:
+    return int(at // MINUTE_S)
+
+
+class Book:
+    """Earnings and failures, added up as rows arrive; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.receipts_read = 0  # rowid watermark
+        self.transitions_read = 0  # id watermark
+        self.issued = Money()
+        self.verified = Money()
+        self.flagged = Money()
+        self.by_day: dict[str, Money] = {}
+        self.by_model: dict[str, Money] = {}
+        self.by_gpu: dict[str, Money] = {}
+        self.by_type: dict[str, Money] = {}
+        self.failures: dict[str, int] = {}
+        self.minutes: dict[int, _Minute] = {}
+        self._latest_minute = 0
+        self._remembered: OrderedDict[str, _Counted] = OrderedDict()
+
+    # --- reading the journal ------------------------------------------------------
+
+    def read_new(self, conn: sqlite3.Connection) -> int:
+        """Add the rows written since the last read; returns how many were read."""
+        n = 0
+        while True:
+            rows = conn.execute(
+                "SELECT r.rowid, r.receipt_id, r.received_at, r.price, r.counted, r.duplicate,"
+                " j.job_type, j.slot, json_extract(j.payload, '$.model')"
+                " FROM receipts r LEFT JOIN jobs j ON j.job_id = r.job_id"
+                " WHERE r.rowid > ? ORDER BY r.rowid LIMIT ?",
+                (self.receipts_read, READ_BATCH)).fetchall()
+            for rowid, rid, at, price, counted, dup, job_type, slot, model in rows:
+                self.receipts_read = rowid
+                name = model if isinstance(model, str) and model else (job_type or "-")
+                self.add_receipt(ReceiptRow(str(rid), float(at), amount_of(price) or ZERO,
+                                            bool(counted), bool(dup), name, gpu_of(slot),
+                                            job_type or "-"))
+            n += len(rows)
+            if len(rows) < READ_BATCH:
+                break
+        while True:
+            steps = conn.execute(
+                "SELECT id, at, state, detail FROM transitions WHERE id > ? ORDER BY id LIMIT ?",
+                (self.transitions_read, READ_BATCH)).fetchall()
+            for step_id, at, state, detail in steps:
+                self.transitions_read = step_id
+                words = str(detail or "").split()
+                if state == "staged" and words and words[0] in OUTCOMES:
+                    self.add_outcome(OutcomeRow(float(at), words[0],
+                                                words[1] if len(words) > 1 else None))
+            n += len(steps)
+            if len(steps) < READ_BATCH:
+                break
+        return n
+
+    # --- adding rows ----------------------------------------------------------------
+
+    def add_receipt(self, row: ReceiptRow) -> None:
+        earlier = self._remembered.pop(row.receipt_id, None)
+        if earlier is not None:  # stored again under the same id: the old row is gone
+            self._apply(earlier, -1)
+        counted = _Counted(row, _key(self.by_model, row.model), _key(self.by_gpu, row.gpu),
+                           _key(self.by_type, row.job_type))
+        self._apply(counted, 1)
+        self._remembered[row.receipt_id] = counted
+        if len(self._remembered) > REMEMBERED_RECEIPTS:
+            self._remembered.popitem(last=False)
+
+    def _apply(self, c: _Counted, sign: int) -> None:
+        row = c.row
+        money = Money(row.price * sign, sign)
+        if not row.duplicate or row.counted:
+            self.issued += money
+        if not row.counted:
+            self.flagged += money
+            return
+        self.verified += money
+        day = time.strftime("%Y-%m-%d", time.gmtime(row.received_at))
+        for groups, key in ((self.by_day, day), (self.by_model, c.model),
+                            (self.by_gpu, c.gpu), (self.by_type, c.job_type)):
+            groups[key] = groups.get(key, Money()) + money
+        minute = self._minute(row.received_at)
+        if minute is not None:
+            minute.earned += money
+            minute.by_model[c.model] = minute.by_model.get(c.model, ZERO) + money.amount
+            minute.by_gpu[c.gpu] = minute.by_gpu.get(c.gpu, ZERO) + money.amount
+
+    def add_outcome(self, row: OutcomeRow) -> None:
+        minute = self._minute(row.at)
+        if minute is not None:
+            minute.finished += 1
+        if row.outcome not in FAILED:
+            return
+        code = _key(self.failures, row.code or "-")
+        self.failures[code] = self.failures.get(code, 0) + 1
+        if minute is not None:
+            minute.failed[code] = minute.failed.get(code, 0) + 1
+
+    def _minute(self, at: float) -> _Minute | None:
+        """The bucket of ``at``; None once it is older than a day of the newest seen."""
+        m = minute_of(at)
+        if m > self._latest_minute:
+            self._latest_minute = m
+            self.prune(m)
+        if m <= self._latest_minute - DAY_MINUTES:
+            return None
+        return self.minutes.setdefault(m, _Minute())
+
+    def prune(self, current_minute: int) -> None:
+        """Forget buckets no window reaches (a day older than the newest row)."""
+        horizon = current_minute - DAY_MINUTES
+        for m in [m for m in self.minutes if m <= horizon]:
+            del self.minutes[m]
+
+    # --- what it adds up to -----------------------------------------------------------
+
+    def window(self, now: float, minutes: int) -> list[_Minute]:
+        cur = minute_of(now)
+        return [b for m, b in self.minutes.items() if cur - minutes < m <= cur]
+
+    def earned_between(self, first: int, last: int
+                       ) -> tuple[Decimal, dict[str, Decimal], dict[str, Decimal]]:
+        """AITBC earned in minutes ``first..last``: in all, by GPU and by model."""
+        total, by_gpu, by_model = ZERO, dict[str, Decimal](), dict[str, Decimal]()
+        for m in range(first, last + 1):
+            if (b := self.minutes.get(m)) is not None:
+                total += b.earned.amount
+                for groups, part in ((by_gpu, b.by_gpu), (by_model, b.by_model)):
+                    for k, v in part.items():
+                        groups[k] = groups.get(k, ZERO) + v
+        return total, by_gpu, by_model
+
+    def earnings(self, now: float, paid: Money | None = None) -> Earnings:
+        """The totals, and the windows as of ``now`` (buckets are pruned by the newest row
+        only, so the answer never depends on when, or how often, it was asked)."""
+        midnight = now - (now % DAY_S)
+        today = time.strftime("%Y-%m-%d", time.gmtime(midnight))
+        week = {time.strftime("%Y-%m-%d", time.gmtime(midnight - d * DAY_S)) for d in range(7)}
+        cur = minute_of(now)
+        hour = self.window(now, HOUR_MINUTES)
+        recent = self.window(now, NOW_MINUTES)
+        day = self.window(now, DAY_MINUTES)
+        hourly: dict[int, Money] = {}
+        for m, b in self.minutes.items():
+            if cur - DAY_MINUTES < m <= cur:
+                start = m * MINUTE_S // 3600 * 3600
+                hourly[start] = hourly.get(start, Money()) + b.earned
+        this_hour = cur * MINUTE_S // 3600 * 3600
+        bars = tuple((this_hour - h * 3600, hourly.get(this_hour - h * 3600, Money()))
+                     for h in range(23, -1, -1))
+        failed_hour: dict[str, int] = {}
+        for b in hour:
+            for code, n in b.failed.items():
+                failed_hour[code] = failed_hour.get(code, 0) + n
+        finished_hour = sum(b.finished for b in hour)
+        return Earnings(
+            today=self.by_day.get(today, Money()),
+            last_7_days=sum((v for k, v in self.by_day.items() if k in week), Money()),
+            last_hour=sum((b.earned for b in hour), Money()),
+            issued=self.issued, verified=self.verified, paid=paid or Money(),
+            flagged=self.flagged,
+            per_hour_now=_per_hour(sum((b.earned.amount for b in recent), ZERO), now,
+                                   NOW_MINUTES),
+            per_hour_last_hour=_per_hour(sum((b.earned.amount for b in hour), ZERO), now,
+                                         HOUR_MINUTES),
+            per_hour_last_day=_per_hour(sum((b.earned.amount for b in day), ZERO), now,
+                                        DAY_MINUTES),
+            hourly=bars,
+            by_day=tuple(sorted(((k, v) for k, v in self.by_day.items() if v.jobs),
+                                reverse=True)),
+            by_model=_ranked(self.by_model), by_gpu=_ranked(self.by_gpu),
+            by_type=_ranked(self.by_type),
+            failures_by_code=_ranked_counts(self.failures),
+            failures_last_hour=_ranked_counts(failed_hour),
+            finished_last_hour=finished_hour,
+            failure_rate_now=_rate(recent), failure_rate_last_hour=_rate(hour),
+        )
+
+
+
+def _key(groups: dict[str, Money] | dict[str, int], key: str) -> str:
+    """``key``, or ``(other)`` once ``MAX_GROUPS`` keys are taken (hostile model names)."""
+    return key if key in groups or len(groups) < MAX_GROUPS else OTHER
+
+
+def _per_hour(amount: Decimal, now: float, minutes: int) -> Decimal:
+    """AITBC per hour over the window's minutes, divided by the time they span so far."""
+    span_ms = round((now - (minute_of(now) - minutes + 1) * MINUTE_S) * 1000)
+    if span_ms <= 0:
+        return ZERO
+    return (amount * 3_600_000 / span_ms).quantize(Decimal("1e-8"))
+
+
+def _rate(buckets: list[_Minute]) -> float | None:
+    finished = sum(b.finished for b in buckets)
+    failed = sum(sum(b.failed.values()) for b in buckets)
+    return failed / finished if finished else None
+
+
+def _ranked(groups: dict[str, Money]) -> tuple[tuple[str, Money], ...]:
+    return tuple(sorted(((k, v) for k, v in groups.items() if v.jobs),
+                        key=lambda kv: (-kv[1].amount, kv[0])))
+
+
+def _ranked_counts(counts: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(((k, n) for k, n in counts.items() if n),
+                        key=lambda kv: (-kv[1], kv[0])))
+
+
+def paid(conn: sqlite3.Connection) -> Money:
+    """Verified jobs the coordinator reports paid (read in full: it changes once a minute
+    at most, when payments are synced)."""
+    try:
+        rows = conn.execute(
+            "SELECT r.price FROM receipts r JOIN payments p ON p.job_id = r.job_id"
+            " WHERE r.counted = 1 AND p.payment_status = 'paid'").fetchall()
+    except sqlite3.OperationalError:  # a journal from before payments were tracked
+        return Money()
+    return Money(sum((amount_of(p) or ZERO for (p,) in rows), ZERO), len(rows))
 
 
 def summarize(conn: sqlite3.Connection, now: float | None = None) -> Earnings:
-    now = time.time() if now is None else now
-    midnight = now - (now % DAY_S)  # UTC day boundary
-    rows = conn.execute(_COUNTED).fetchall()
-    by_day: dict[str, list[float]] = {}
-    by_model: dict[str, list[float]] = {}
-    by_slot: dict[str, list[float]] = {}
-    by_type: dict[str, list[float]] = {}
-    for price, at, job_type, slot, payload in rows:
-        amount = price or 0.0
-        day = time.strftime("%Y-%m-%d", time.gmtime(at))
-        by_day.setdefault(day, []).append(amount)
-        by_model.setdefault(_model(payload), []).append(amount)
-        by_slot.setdefault(slot or "-", []).append(amount)
-        by_type.setdefault(job_type or "-", []).append(amount)
-    verified = _total(p for p, *_ in rows)
-    flagged = conn.execute(
-        "SELECT COALESCE(SUM(price), 0), COUNT(*) FROM receipts WHERE counted = 0").fetchone()
-    issued = conn.execute(
-        "SELECT COALESCE(SUM(price), 0), COUNT(DISTINCT job_id) FROM receipts"
-        " WHERE duplicate = 0 OR counted = 1").fetchone()  # a resent job's only receipt counts
-    paid = _paid(conn)
-    failures = conn.execute(
-        "SELECT error_code, COUNT(*) FROM jobs WHERE error_code IS NOT NULL"
-        " GROUP BY error_code ORDER BY COUNT(*) DESC, error_code").fetchall()
-    return Earnings(
-        issued=Total(round(issued[0], 6), issued[1]),
-        verified=verified,
-        paid=paid,
-        flagged=Total(round(flagged[0], 6), flagged[1]),
-        today=_total(p for p, at, *_ in rows if at >= midnight),
-        last_7_days=_total(p for p, at, *_ in rows if at >= midnight - 6 * DAY_S),
-        last_hour=_total(p for p, at, *_ in rows if at >= now - 3600),
-        by_day=_grouped(by_day, reverse=True),
-        by_model=_grouped(by_model),
-        by_slot=_grouped(by_slot),
-        by_type=_grouped(by_type),
-        failures_by_code=tuple((code, n) for code, n in failures),
-    )
-
-
-def _paid(conn: sqlite3.Connection) -> Total:
-    try:
-        row = conn.execute(
-            "SELECT COALESCE(SUM(r.price), 0), COUNT(*) FROM receipts r"
-            " JOIN payments p ON p.job_id = r.job_id"
-            " WHERE r.counted = 1 AND p.payment_status = 'paid'").fetchone()
-    except sqlite3.OperationalError:  # a journal from before payments were tracked
-        return Total()
-    return Total(round(row[0], 6), row[1])
-
-
-def _model(payload: str | None) -> str:
-    try:
-        model = json.loads(payload or "{}").get("model")
-    except (json.JSONDecodeError, AttributeError):
-        return "-"
-    return model if isinstance(model, str) and model else "-"
-
-
-def _total(prices: Any) -> Total:
-    values = [p or 0.0 for p in prices]
-    return Total(round(sum(values), 6), len(values))
-
-
-def _grouped(
-    groups: dict[str, list[float]], reverse: bool = False
-) -> tuple[tuple[str, Total], ...]:
-    items = sorted(groups.items(), reverse=reverse) if reverse else sorted(
-        groups.items(), key=lambda kv: (-sum(kv[1]), kv[0]))
-    return tuple((key, _total(values)) for key, values in items)
+    """The full recompute: every row into a fresh book."""
+    book = Book()
+    book.read_new(conn)
+    return book.earnings(time.time() if now is None else now, paid(conn))
 
 
 def receipts(conn: sqlite3.Connection) -> list[ReceiptRecord]:

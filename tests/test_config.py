@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import sys
+from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -443,7 +444,7 @@ _DEFAULT_DOCS = {
 }
 _TYPE_NAMES = {
     str: "string", int: "integer", float: "number", Path: "path", SecretStr: "secret string",
-    bool: "boolean",
+    bool: "boolean", Decimal: "decimal number",
 }
 
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import time
+from decimal import Decimal
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -14,6 +15,7 @@ from aitbc_miner import ledger
 from aitbc_miner.codes import ErrorCode
 from aitbc_miner.host.cli import main
 from aitbc_miner.journal import Journal, Outcome
+from aitbc_miner.money import Money
 from aitbc_miner.receipts import public_key_id, sign, verify
 
 KEY = Ed25519PrivateKey.generate()
@@ -80,13 +82,13 @@ async def test_ledger_counts_each_job_once_and_flags_duplicates_and_invalid(tmp_
     with ledger.open_readonly(path) as conn:
         e = ledger.summarize(conn)
     # Then only a and b count, once each; the duplicate and the tampered receipt are flagged
-    assert e.verified == ledger.Total(0.3, 2)
+    assert e.verified == Money(Decimal("0.3"), 2)
     assert e.issued.jobs == 3  # a, b, c received (duplicates excluded)
     assert e.flagged.jobs == 2
-    assert e.paid == ledger.Total(0.1, 1)
+    assert e.paid == Money(Decimal("0.1"), 1)
     assert e.today == e.verified and e.last_hour == e.verified
-    assert dict(e.by_model) == {"llama3.2:latest": ledger.Total(0.2, 1),
-                                "mistral": ledger.Total(0.1, 1)}
+    assert dict(e.by_model) == {"llama3.2:latest": Money(Decimal("0.2"), 1),
+                                "mistral": Money(Decimal("0.1"), 1)}
     assert e.failures_by_code == (("E_TIMEOUT", 2), ("E_MODEL_NOT_FOUND", 1))
     assert e.by_day[0][0] == time.strftime("%Y-%m-%d", time.gmtime())
 
@@ -127,6 +129,6 @@ async def test_earnings_command_prints_issued_verified_paid(tmp_path: Path, caps
     assert main(["earnings", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     # Then the states and failures are there, with counts
-    assert "verified 0.300000 (2)" in text and "paid 0.100000 (1)" in text
+    assert "verified 0.3000 (2)" in text and "paid 0.1000 (1)" in text
     assert "E_TIMEOUT 2" in text
-    assert data["verified"] == {"amount": 0.3, "jobs": 2}
+    assert data["verified"] == {"amount": "0.3", "jobs": 2}  # exact decimal text

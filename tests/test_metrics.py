@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from decimal import Decimal
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from aitbc_miner.devnet import Devnet
 from aitbc_miner.engine import Engine
-from aitbc_miner.engine.snapshot import EarningsView, GpuStatus, GpuView, Money
+from aitbc_miner.engine.snapshot import Earnings, GpuStatus, GpuView, Money
 from aitbc_miner.host.metrics import MetricsServer
 from aitbc_miner.host.runtime import Host
 
@@ -165,12 +166,12 @@ async def test_earnings_counters_never_go_down(make_engine) -> None:
     engine = make_engine("http://127.0.0.1:9")
     key = ("aitbc_miner_earnings_aitbc_total", (("state", "verified"),))
     async with listener(engine) as http:
-        engine.core.earnings = EarningsView(verified=Money(5.0, 2))
+        engine.core.earnings = Earnings(verified=Money(Decimal("5.0"), 2))
         high = _samples((await http.get("/metrics")).text)[key]
         # When the view reads lower (a ledger read that came back short)
-        engine.core.earnings = EarningsView(verified=Money(1.0, 1))
+        engine.core.earnings = Earnings(verified=Money(Decimal("1.0"), 1))
         low = _samples((await http.get("/metrics")).text)[key]
-        engine.core.earnings = EarningsView(verified=Money(6.5, 3))
+        engine.core.earnings = Earnings(verified=Money(Decimal("6.5"), 3))
         higher = _samples((await http.get("/metrics")).text)[key]
     # Then the counter holds its high-water mark, and goes up again
     assert (high, low, higher) == (5.0, 5.0, 6.5)

@@ -35,6 +35,7 @@ from aitbc_miner.engine.snapshot import Mode, Snapshot
 
 from .charset import AsciiFilter, unicode_ok
 from .messages import EngineClosed, SnapshotArrived
+from .money_screen import MoneyScreen
 from .protocol import EngineLike
 from .screens import (
     ConfirmScreen,
@@ -82,6 +83,7 @@ class MinerConsole(App[None]):
         Binding("l", "focus_log", "Log"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("v", "next_view", "View"),
+        Binding("e", "money", "Money", show=False),  # the Earnings panel says "e money"
         Binding("t", "next_theme", "Theme"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit_console", "Quit"),
@@ -387,6 +389,9 @@ class MinerConsole(App[None]):
                   "events": self.dashboard.events.log_view}.get(view)
         if target is not None:
             target.focus()
+
+    def action_money(self) -> None:
+        self.push_screen(MoneyScreen(self.engine, self.latest))
 
     def action_next_theme(self) -> None:
         self.theme = next_theme(self.theme, self.available_themes)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
+from decimal import Decimal
 from typing import Any
 
 from aitbc_miner.engine.bus import EventBus, Subscription
 from aitbc_miner.engine.snapshot import (
     ConnectionView,
     Counters,
-    EarningsView,
+    Earnings,
     Event,
     GpuStatus,
     GpuView,
@@ -24,6 +25,8 @@ from aitbc_miner.engine.snapshot import (
     Mode,
     Money,
     OutcomeView,
+    Profitability,
+    ProfitLine,
     ReceiptView,
     RunningJob,
     SlotState,
@@ -170,7 +173,7 @@ def receipts(
         out.append(ReceiptView(
             receipt_id=f"r{k:07d}", job_id=f"{(k * 2654435761) % (1 << 32):08x}",
             received_at=now - 20.0 * (start + n - 1 - k) - 3, units=round(1 + (k % 17) * 0.73, 2),
-            unit_type="gpu_seconds", price=round(0.02 * (1 + (k % 17) * 0.73), 4),
+            unit_type="gpu_seconds", price=Decimal(str(round(0.02 * (1 + (k % 17) * 0.73), 4))),
             verdict="invalid_signature" if bad else "valid_pinned",
             reason="signature does not verify with the pinned key" if bad else "",
             counted=not bad, duplicate=False))
@@ -207,13 +210,7 @@ def sample_snapshot(kind: str = "busy", *, now: float = T0, n_jobs: int | None =
         link, reason, backoff = Link.BACKING_OFF, "connection refused", now + 4
     if kind == "auth":
         link, reason = Link.AUTH_REFUSED, "401 on /v1/miners/register"
-    earnings = EarningsView(
-        today=Money(1.2345, 52), last_7_days=Money(8.9012, 391), all_time=Money(42.0, 1_200),
-        last_hour=Money(0.31, 14), issued=Money(42.06, 1_202), verified=Money(42.0, 1_200),
-        paid=Money(30.0, 857), flagged=Money(0.06, 2),
-        by_model=(("llama3.2", Money(30.1, 800)), ("sha256", Money(11.9, 400))),
-        failures_by_code=(("E_TIMEOUT", 2), ("E_MODEL_NOT_FOUND", 1)),
-    ) if kind != "idle" else EarningsView()
+    earnings = sample_earnings(now) if kind != "idle" else Earnings()
     slots = _slots(n_cpu, gpu, jobs, mode)
     return Snapshot(
         seq=1, at=now, version="0.1.0", miner_id="rig-01", mode=mode,
@@ -228,6 +225,40 @@ def sample_snapshot(kind: str = "busy", *, now: float = T0, n_jobs: int | None =
         poll_interval_s=0.5, polls_in_flight=1 if mode is Mode.RUNNING else 0,
         receipts=recs, earnings=earnings, gpu=gpu,
     )
+
+
+def sample_earnings(now: float = T0) -> Earnings:
+    """A day of earnings on a two-GPU rig, with profitability at 0.30 EUR/kWh."""
+    d = Decimal
+    hourly = tuple((int(now - now % 3600) - h * 3600,
+                    Money(d("0.3") + d(h % 5) * d("0.07") if h % 7 else d(0), 14 + h % 4))
+                   for h in range(23, -1, -1))
+
+    def line(name: str, earned: str, wh: str, cost: str, net: str, idle: str = "0"
+             ) -> ProfitLine:
+        return ProfitLine(name, d(earned), d(wh), d(cost), d(net), d(idle))
+
+    profit = Profitability(
+        currency="EUR", price_per_kwh=d("0.30"), aitbc_rate=d("2.50"), window_s=3600.0,
+        rig=line("rig", "0.31", "290.5", "0.08715", "0.68785", "40.5"),
+        idle=line("idle", "0", "40.5", "0.01215", "-0.01215"),
+        by_gpu=(line("cpu", "0.01", "0", "0", "0.025"),
+                line("gpu:0", "0.2", "150", "0.045", "0.455", "10"),
+                line("gpu:1", "0.1", "100", "0.03", "0.22", "30.5")),
+        by_model=(line("llama3.2", "0.3", "250", "0.075", "0.675"),
+                  line("sha256", "0.01", "0", "0", "0.025")))
+    return Earnings(
+        today=Money(d("1.2345"), 52), last_7_days=Money(d("8.9012"), 391),
+        last_hour=Money(d("0.31"), 14), issued=Money(d("42.06"), 1_202),
+        verified=Money(d("42.0"), 1_200), paid=Money(d("30.0"), 857),
+        flagged=Money(d("0.06"), 2), per_hour_now=d("0.342"), per_hour_last_hour=d("0.31"),
+        per_hour_last_day=d("0.2871"), hourly=hourly,
+        by_model=(("llama3.2", Money(d("30.1"), 800)), ("sha256", Money(d("11.9"), 400))),
+        by_gpu=(("gpu:0", Money(d("20.5"), 520)), ("gpu:1", Money(d("9.6"), 280)),
+                ("cpu", Money(d("11.9"), 400))),
+        failures_by_code=(("E_TIMEOUT", 2), ("E_MODEL_NOT_FOUND", 1)),
+        failures_last_hour=(("E_TIMEOUT", 1),), finished_last_hour=15,
+        failure_rate_now=0.0, failure_rate_last_hour=1 / 15, profit=profit)
 
 
 def sample_events(now: float = T0) -> list[Event]:

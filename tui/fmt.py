@@ -6,10 +6,11 @@ takes ``now`` from the caller (the console's injectable clock), so tests can fre
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from aitbc_miner.money import format_amount
 
 SPARK = "▁▂▃▄▅▆▇█"
 BAR_FULL, BAR_EMPTY = "█", "░"
@@ -58,16 +59,8 @@ def clock_time(at: float, now: float) -> str:
     return time.strftime("%m-%d %H:%M", t)
 
 
-def money(amount: float | None, currency: str = "", places: int = 4) -> str:
-    """``1,234.5000``; a small amount keeps three significant digits (``0.0000200``),
-    never scientific notation and never a nonzero amount shown as ``0.0000``."""
-    if amount is None:
-        return "-"
-    digits = places
-    if amount and abs(amount) < 1:
-        digits = min(12, max(places, 2 - math.floor(math.log10(abs(amount)))))
-    text = f"{amount:,.{digits}f}"
-    return f"{text} {currency}" if currency else text
+#: Money is written one way everywhere, the CLI included: ``aitbc_miner.money``.
+money = format_amount
 
 
 def paused_word(mode: str) -> str:

@@ -13,6 +13,7 @@ import logging
 import re
 import socket
 import stat
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -339,6 +340,20 @@ class ConsoleSettings(_Section):
     theme: str = _doc("aitbc-dark", "Console colour theme", min_length=1)
 
 
+Price = Annotated[Decimal, BeforeValidator(_no_bool)]
+
+
+class EarningsSettings(_Section):
+    power_price_per_kwh: Price | None = _doc(
+        None, "Electricity price per kWh, in `currency` (unset = no profitability figures)",
+        ge=0)
+    currency: str = _doc("EUR", "Currency of the electricity price and the AITBC rate",
+                         min_length=1, max_length=8)
+    aitbc_rate: Price | None = _doc(
+        None, "Value of 1 AITBC in `currency` (unset = energy cost only, no net earnings)",
+        ge=0)
+
+
 class TokenSettings(_Section):
     module: OptPath = _doc(
         None, "PKCS#11 module of the token holding the rig key, e.g. "
@@ -420,7 +435,8 @@ class ControlSettings(_Section):
 
 _SECTIONS = frozenset(
     {"coordinator", "miner", "poll", "slots", "gpu", "inference", "runners", "jobs",
-     "workspace", "paths", "log", "metrics", "console", "control", "identity"}
+     "workspace", "paths", "log", "metrics", "console", "control", "identity",
+     "earnings"}
 )
 
 
@@ -447,6 +463,8 @@ class Settings(BaseSettings):
     log: LogSettings = _doc(LogSettings, "Logging")
     metrics: MetricsSettings = _doc(MetricsSettings, "Prometheus metrics endpoint")
     console: ConsoleSettings = _doc(ConsoleSettings, "Operator console")
+    earnings: EarningsSettings = _doc(
+        EarningsSettings, "Profitability: electricity price and the AITBC exchange rate")
     control: ControlSettings = _doc(
         ControlSettings, "Control sockets: who may watch and steer the running miner")
     identity: IdentitySettings = _doc(

@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from decimal import Decimal
 from enum import Enum
 from functools import cache
 from typing import Any
 
+from ..money import amount_of
 from .snapshot import Event, ReceiptView, Snapshot
 
 
@@ -27,6 +29,8 @@ def to_jsonable(value: Any) -> Any:
         return data
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, Decimal):
+        return str(value)  # money: exact, as text
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -80,4 +84,6 @@ def _decode(tp: Any, value: Any) -> Any:
         return tp(value)
     if tp is float and isinstance(value, int | float):
         return float(value)
+    if tp is Decimal:
+        return amount_of(value)
     return value

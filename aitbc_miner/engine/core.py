@@ -20,6 +20,7 @@ from typing import Any
 
 from .. import __version__
 from ..coordinator import CoordinatorClient
+from ..energy import EnergyMeter, Tariff
 from ..gpu import Sampler
 from ..identity.signed_result import ResultSigner
 from ..journal import Journal
@@ -31,7 +32,7 @@ from .snapshot import (
     ConnectionView,
     Counters,
     DiskView,
-    EarningsView,
+    Earnings,
     Event,
     GpuStatus,
     Link,
@@ -102,6 +103,7 @@ class Tuning:
     flush_timeout_s: float = 10.0  # how long a stop waits for the outbox to empty
     min_free_mb: float = 0.0  # data-disk floor: below it nothing is claimed (0: none)
     disk_check_s: float = 5.0  # how often free space is measured
+    tariff: Tariff | None = None  # electricity price and AITBC rate: profitability
 
 
 class Core:
@@ -153,8 +155,9 @@ class Core:
         self.outbox_size = 0
         self.recent: deque[OutcomeView] = deque(maxlen=RECENT_OUTCOMES)
         self.receipts: deque[ReceiptView] = deque(maxlen=RECENT_RECEIPTS)  # newest first
-        self.earnings = EarningsView()
+        self.earnings = Earnings()
         self.earnings_dirty = asyncio.Event()
+        self.energy = EnergyMeter()  # the GPUs' energy, put down to their jobs
         self.gpu = GpuStatus()
         self.disk = DiskView()
         self.loops: dict[str, LoopView] = {}

@@ -1,40 +1,97 @@
-"""Keeps the snapshot's earnings summary current: recomputed from the journal (off the
-loop) after receipts arrive, at most once per ``min_interval_s``."""
+"""Keeps the snapshot's earnings current, incrementally, and meters the GPUs' energy.
+
+One :class:`ledger.Book` lives as long as the engine. After receipts arrive (at most once
+per ``min_interval_s``), and every ``REFRESH_S`` so the time windows roll on, it reads
+only the journal rows written since its last read (off the loop), so an update costs
+``O(new jobs)`` however long the journal is. Before, the whole journal was summarised
+again up to once a second. The coordinator's "paid" state is re-read in full at most
+once per ``PAID_EVERY_S`` (it changes only when payments are synced, once a minute).
+
+Energy: every GPU telemetry sample (``observe_power``) adds each GPU's power, held
+since its previous sample, to ``core.energy``, put down to the jobs on it then. With an
+electricity price configured (``Tuning.tariff``), the earnings carry their
+profitability. The meter is saved next to the journal once a minute (and loaded at
+start), so ``aitbc-miner earnings`` and the next start see the last day's energy.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from .. import ledger
-from .core import Core
-from .snapshot import EarningsView, Money
+from ..energy import EnergyMeter, PowerReading, energy_path, profitability
+from ..money import Earnings, Money, amount_of
+from .core import Core, HeldJob
 
 log = logging.getLogger(__name__)
 
-
-def _money(total: ledger.Total) -> Money:
-    return Money(total.amount, total.jobs)
-
-
-def summarize_file(journal_path: Path) -> EarningsView:
-    with ledger.open_readonly(journal_path) as conn:
-        e = ledger.summarize(conn)
-    return EarningsView(
-        today=_money(e.today), last_7_days=_money(e.last_7_days), all_time=_money(e.verified),
-        last_hour=_money(e.last_hour), issued=_money(e.issued), verified=_money(e.verified),
-        paid=_money(e.paid), flagged=_money(e.flagged),
-        by_model=tuple((k, _money(t)) for k, t in e.by_model),
-        failures_by_code=e.failures_by_code, currency=e.currency)
+REFRESH_S = 30.0
+PAID_EVERY_S = 60.0
+SAVE_ENERGY_S = 60.0
 
 
-async def keep_earnings(core: Core, min_interval_s: float = 1.0) -> None:
+class EarningsKeeper:
+    """The engine's book and its last "paid" figure; ``read_journal`` runs in a thread."""
+
+    def __init__(self, journal_path: Path) -> None:
+        self.journal_path = journal_path
+        self.book = ledger.Book()
+        self.paid = Money()
+        self._paid_at: float | None = None
+
+    def read_journal(self, now: float) -> Earnings:
+        """Add the rows written since the last call; the earnings as of ``now``."""
+        with ledger.open_readonly(self.journal_path) as conn:
+            self.book.read_new(conn)
+            if self._paid_at is None or now - self._paid_at >= PAID_EVERY_S:
+                self.paid, self._paid_at = ledger.paid(conn), now
+        return self.book.earnings(now, self.paid)
+
+
+def work_name(job: HeldJob) -> str:
+    """What a job's energy and earnings are grouped under: its model, else its type
+    (the ledger's rule, ``ledger.Book.read_new``)."""
+    return job.model or job.job_type or "-"
+
+
+def observe_power(core: Core) -> None:
+    """Add the GPUs' power since their last sample to the meter (a GPU telemetry hook)."""
+    running = {s.slot_id: core.held.get(s.job_id) for s in core.pool.slots if s.job_id}
+    readings = []
+    for gpu in core.gpu.gpus:
+        name = ledger.gpu_of(gpu.slot_ids[0]) if gpu.slot_ids else f"gpu:{gpu.index}"
+        work = tuple(work_name(job) for slot_id in gpu.slot_ids
+                     if (job := running.get(slot_id)) is not None)
+        watts = None if gpu.state == "lost" else amount_of(gpu.power_w)
+        readings.append(PowerReading(name, watts, work))
+    core.energy.observe(core.clock(), readings)
+
+
+async def keep_earnings(core: Core, min_interval_s: float = 1.0,
+                        refresh_s: float = REFRESH_S) -> None:
+    keeper = EarningsKeeper(core.journal.path)
+    saved_to = energy_path(core.journal.path)
+    core.energy.restore(await asyncio.to_thread(EnergyMeter.load, saved_to))
+    saved_at = core.clock()
     while True:
-        await core.earnings_dirty.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(refresh_s):
+                await core.earnings_dirty.wait()
         core.earnings_dirty.clear()
+        now = core.clock()
         try:
-            core.earnings = await asyncio.to_thread(summarize_file, core.journal.path)
+            earnings = await asyncio.to_thread(keeper.read_journal, now)
+            if core.tuning.tariff is not None:  # on the loop: the meter changes here
+                earnings = replace(earnings, profit=profitability(
+                    keeper.book, core.energy, core.tuning.tariff, now))
+            core.earnings = earnings
+            if now - saved_at >= SAVE_ENERGY_S:
+                saved_at = now
+                await asyncio.to_thread(core.energy.save_json, saved_to, core.energy.to_json())
         except Exception as exc:  # a view, never worth stopping the miner for
             log.warning("cannot summarise the ledger: %s; trying again after the next receipt",
                         exc)

@@ -8,6 +8,7 @@ it likes while the engine moves on.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -16,6 +17,11 @@ from ..gpu.history import Series as Series
 from ..gpu.history import empty_history
 from ..gpu.processes import GpuProcess as GpuProcess
 from ..gpu.processes import ProcessRole as ProcessRole
+from ..money import Earnings as Earnings  # the money types, re-exported for viewers
+from ..money import Money as Money
+from ..money import Profitability as Profitability
+from ..money import ProfitLine as ProfitLine
+from ..money import amount_of
 
 
 class Mode(StrEnum):
@@ -185,7 +191,7 @@ class ReceiptView:
     received_at: float
     units: float | None
     unit_type: str | None
-    price: float | None
+    price: Decimal | None
     verdict: str  # receipts.Verdict value
     reason: str
     counted: bool
@@ -195,31 +201,8 @@ class ReceiptView:
     def of(cls, record: Any) -> ReceiptView:
         """From a ``journal.ReceiptRecord``."""
         return cls(record.receipt_id, record.job_id, record.received_at, record.units,
-                   record.unit_type, record.price, record.verdict, record.reason or "",
-                   record.counted, record.duplicate)
-
-
-@dataclass(frozen=True, slots=True)
-class Money:
-    amount: float = 0.0
-    jobs: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class EarningsView:
-    """The ledger's summary (see ``aitbc_miner.ledger``), refreshed as receipts arrive."""
-
-    today: Money = Money()
-    last_7_days: Money = Money()
-    all_time: Money = Money()
-    last_hour: Money = Money()
-    issued: Money = Money()
-    verified: Money = Money()
-    paid: Money = Money()
-    flagged: Money = Money()
-    by_model: tuple[tuple[str, Money], ...] = ()
-    failures_by_code: tuple[tuple[str, int], ...] = ()
-    currency: str = "AITBC"
+                   record.unit_type, amount_of(record.price), record.verdict,
+                   record.reason or "", record.counted, record.duplicate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +222,7 @@ class Snapshot:
     poll_interval_s: float
     polls_in_flight: int
     receipts: tuple[ReceiptView, ...] = ()  # newest first, bounded
-    earnings: EarningsView = EarningsView()
+    earnings: Earnings = Earnings()
     gpu: GpuStatus = GpuStatus()
     disk: DiskView = DiskView()
     warnings: tuple[str, ...] = ()  # standing problems every screen shows (e.g. no sandbox)

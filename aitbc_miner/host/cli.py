@@ -239,6 +239,7 @@ def _may_exist(path: Path) -> bool:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from ..energy import tariff_from
     from .reports import earnings_report, receipts_report
 
     settings = _settings(args)
@@ -247,7 +248,7 @@ def _report(args: argparse.Namespace) -> int:
         print(f"no journal at {journal}: this miner has not run yet", file=sys.stderr)
         return ExitCode.FATAL
     if args.command == "earnings":
-        text = earnings_report(journal, fmt=args.format)
+        text = earnings_report(journal, fmt=args.format, tariff=tariff_from(settings))
     else:
         text = receipts_report(journal, pinned_key=settings.coordinator.public_key,
                                miner_id=settings.miner.id, miner_key=settings.miner_key(),

@@ -61,6 +61,9 @@ async def run_demo(
                 "heartbeat_interval_s": 5.0,
                 "paths": {"state_dir": str(root / "state"), "data_dir": str(root / "data")},
                 "metrics": {"listen": metrics},
+                # Made-up prices, so the money screen shows profitability.
+                "earnings": {"power_price_per_kwh": "0.30", "currency": "EUR",
+                             "aitbc_rate": "0.05"},
             }, env={})
             engine = await asyncio.to_thread(build_engine, settings)  # NVML probe blocks
             feeder = Feeder(devnet.url, devnet.client_headers(), target=queued, interval=0.5,

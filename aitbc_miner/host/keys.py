@@ -61,7 +61,7 @@ def add_parsers(sub: Any) -> list[argparse.ArgumentParser]:
                         "/v1/jobs/{id}/result, or the receipt ('-' = stdin)")
     verify.add_argument("--public-key", required=True, metavar="KEY",
                         help="the rig's public key: a file from `key export-public`, or its "
-                        "URL-safe base64")
+                        "URL-safe base64 (as --public-key=KEY: it may start with '-')")
     verify.add_argument("--job-id", help="the job the result must be for")
     verify.add_argument("--format", choices=["text", "json"], default="text",
                         help="output format (default text)")

@@ -97,7 +97,7 @@ class SnapshotCollector(Collector):
             labels=["state"])
         for state, money in (("issued", e.issued), ("verified", e.verified),
                              ("paid", e.paid), ("flagged", e.flagged)):
-            value = max(self._earned.get(state, 0.0), money.amount)
+            value = max(self._earned.get(state, 0.0), float(money.amount))
             self._earned[state] = value
             earned.add_metric([state], value)
         yield earned

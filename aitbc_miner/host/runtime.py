@@ -23,6 +23,7 @@ import httpx
 
 from ..codes import ExitCode
 from ..config import ConfigError, Settings
+from ..energy import tariff_from
 from ..engine import Engine, SlotPool, Tuning
 from ..engine.snapshot import AuthRefusedEvent
 from ..gpu import GpuSlotSpec, Nvml, Sampler, gpu_slot_specs, simulated_nvml
@@ -71,6 +72,7 @@ def tuning_from(settings: Settings) -> Tuning:
         retention_jobs=settings.workspace.retention_jobs,
         retention_days=settings.workspace.retention_days,
         min_free_mb=settings.workspace.min_free_mb,
+        tariff=tariff_from(settings),
     )
 
 

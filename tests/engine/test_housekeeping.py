@@ -10,10 +10,10 @@ async def test_an_unreadable_ledger_is_reported_and_jobs_keep_flowing(
     # Given a miner whose ledger summary cannot be read (as when its files are swept away)
     from aitbc_miner.engine import earnings
 
-    def broken(_path):
+    def broken(_keeper, _now):
         raise OSError("unable to open database file")
 
-    monkeypatch.setattr(earnings, "summarize_file", broken)
+    monkeypatch.setattr(earnings.EarningsKeeper, "read_journal", broken)
     engine = make_engine(devnet.url)
     running = run_engine(engine)
     # When receipts arrive and the summary fails

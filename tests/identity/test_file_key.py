@@ -86,7 +86,7 @@ def test_verify_result_tells_bad_input_from_a_mismatch(
     raw = rig.info().public_key
 
     def run(path: Path | str, key: str) -> int:
-        return main(["verify-result", str(path), "--public-key", key])
+        return main(["verify-result", str(path), f"--public-key={key}"])  # may start with -
 
     assert run(document, raw) == 0
     assert run(document, other.info().public_key) == 1  # signed by another rig
@@ -148,5 +148,5 @@ def test_what_is_signed_is_what_travels(tmp_path: Path, capsys: pytest.CaptureFi
     # A hostile file (nested past the parser's depth) is bad input, never a traceback
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
-    assert main(["verify-result", str(deep), "--public-key", rig.info().public_key]) == 2
+    assert main(["verify-result", str(deep), f"--public-key={rig.info().public_key}"]) == 2
     assert "bad input" in capsys.readouterr().err

@@ -33,7 +33,7 @@ def one_byte_changed(text: str, needle: str, *, last: bool = False) -> str:
     """``text`` with the character after ``needle`` (its first or last occurrence)
     replaced by another one."""
     at = (text.rindex(needle) if last else text.index(needle)) + len(needle)
-    return text[:at] + ("0" if text[at] != "0" else "1") + text[at + 1:]
+    return text[:at] + ("1" if text[at] != "1" else "2") + text[at + 1:]  # JSON stays valid
 
 
 async def test_signed_results_verify_after_the_coordinator(
