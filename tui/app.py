@@ -29,11 +29,12 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.theme import Theme
-from textual.widgets import Footer
+from textual.widgets import Footer, Input
 
 from aitbc_miner.engine.snapshot import Mode, Snapshot
 
 from .charset import AsciiFilter, unicode_ok
+from .gpu_screen import GpuScreen
 from .messages import EngineClosed, SnapshotArrived
 from .money_screen import MoneyScreen
 from .protocol import EngineLike
@@ -42,8 +43,11 @@ from .screens import (
     ConsoleDialog,
     HelpScreen,
     JobDetailsScreen,
+    LiveDialog,
+    LogLineScreen,
     QuitScreen,
     ReceiptDetailsScreen,
+    drain_question,
 )
 from .theming import (
     DEFAULT_THEME,
@@ -54,6 +58,7 @@ from .theming import (
     next_theme,
 )
 from .widgets.dashboard import Dashboard
+from .widgets.events import EventsPanel
 from .widgets.gpu import slot_label
 from .widgets.jobs import JobsTable
 from .widgets.receipts import ReceiptsTable
@@ -84,6 +89,7 @@ class MinerConsole(App[None]):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("v", "next_view", "View"),
         Binding("e", "money", "Money", show=False),  # the Earnings panel says "e money"
+        Binding("g", "gpus", "GPUs"),
         Binding("t", "next_theme", "Theme"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit_console", "Quit"),
@@ -101,13 +107,16 @@ class MinerConsole(App[None]):
         themes: Iterable[Theme] | None = None,
         tick: float | None = 1.0,
         environ: Mapping[str, str] | None = None,
+        bell: bool = False,
     ) -> None:
         """``theme`` is an explicit choice (``--theme``) and wins; else the one last chosen
         with ``t`` (remembered in ``prefs_path``); else ``default_theme`` (the config) where
         it names another than the shipped default; else the 16-colour theme on a terminal
         with fewer than 256 colours. ``environ`` (default: the process's) also decides
-        whether to draw in ASCII (a locale that is not UTF-8)."""
+        whether to draw in ASCII (a locale that is not UTF-8). ``bell`` (config
+        ``console.bell``) rings the terminal bell with each alert toast."""
         super().__init__()
+        self.alert_bell = bell
         self.ascii = not unicode_ok(environ)
         if self.ascii:
             self._filters.append(AsciiFilter())
@@ -189,6 +198,9 @@ class MinerConsole(App[None]):
     def _after_snapshot(self, snap: Snapshot) -> None:
         if self._pause_intent is not None and self._pause_intent == (snap.mode is Mode.PAUSED):
             self._pause_intent = None
+        for screen in self.screen_stack:
+            if isinstance(screen, LiveDialog):
+                screen.follow(snap)  # an open dialog's counts are never stale
         has_jobs = bool(snap.jobs)
         if snap.mode is not self._last_mode or has_jobs != self._last_has_jobs:
             self._last_mode, self._last_has_jobs = snap.mode, has_jobs
@@ -262,6 +274,16 @@ class MinerConsole(App[None]):
         return True
 
     def on_key(self, event: events.Key) -> None:
+        """Before the console's key bindings: a key typed while an input line opened, and
+        sent on to the widget that had the focus, goes into the line, never to a binding
+        (a fast ``/px`` searches for "px"; it does not pause). A focused Input handles
+        every printable key itself, so one that arrives here was meant for it."""
+        line = self.focused
+        if isinstance(line, Input) and event.is_printable and event.character:
+            event.prevent_default()
+            event.stop()
+            line.insert_text_at_cursor(event.character)
+            return
         if self.read_only and event.key in COMMAND_KEYS:
             event.stop()
             self.notify(READ_ONLY, severity="warning", markup=False)
@@ -296,20 +318,14 @@ class MinerConsole(App[None]):
         self.notify("resumed: claiming jobs again", markup=False)
 
     def action_drain(self) -> None:
-        snap = self.latest
-        running = snap.running if snap else 0
-        waiting = len(snap.jobs) - running if snap else 0
-        held = running + waiting
-        also = f" and the {waiting} waiting for a slot" if waiting else ""
-
         def answer(yes: bool | None) -> None:
             if yes and not self._unreachable():
                 self.engine.drain()
+                held = len(self.latest.jobs) if self.latest else 0
                 self.notify(f"draining: {held} job(s) left; D undrains", markup=False)
 
-        self.push_screen(ConfirmScreen(
-            f"Drain? No new jobs are claimed; the {running} running job(s){also} finish and "
-            "are delivered, then the miner idles (D undrains).", yes="Drain"), answer)
+        self.push_screen(ConfirmScreen(drain_question(self.latest), yes="Drain",
+                                       ask=drain_question), answer)
 
     def action_undrain(self) -> None:
         if self._unreachable():
@@ -365,10 +381,13 @@ class MinerConsole(App[None]):
     def on_receipts_table_open(self, message: ReceiptsTable.Open) -> None:
         self.show_receipt(message.receipt)
 
+    def on_events_panel_show_event(self, message: EventsPanel.ShowEvent) -> None:
+        self.push_screen(LogLineScreen(message.event))
+
     def show_job(self, job_id: str) -> None:
         self.push_screen(JobDetailsScreen(job_id, lambda: self.latest,
                                           self.dashboard.events.for_job, self.clock,
-                                          read_only=self.read_only))
+                                          read_only=self.read_only, engine=self.engine))
 
     def show_receipt(self, receipt: Any) -> None:
         self.push_screen(ReceiptDetailsScreen(receipt, self.engine))
@@ -376,7 +395,7 @@ class MinerConsole(App[None]):
     def action_focus_log(self) -> None:
         if self.dashboard.compact:
             self.dashboard.view = "events"
-        self.dashboard.events.log_view.focus()
+        self.set_focus(self.dashboard.events.log_view)  # now: the next key is the log's
 
     def action_filter(self) -> None:
         if self.dashboard.compact:
@@ -392,6 +411,9 @@ class MinerConsole(App[None]):
 
     def action_money(self) -> None:
         self.push_screen(MoneyScreen(self.engine, self.latest))
+
+    def action_gpus(self) -> None:
+        self.push_screen(GpuScreen(self.latest, self.clock()))
 
     def action_next_theme(self) -> None:
         self.theme = next_theme(self.theme, self.available_themes)
@@ -413,6 +435,9 @@ class MinerConsole(App[None]):
             return
 
         def answer(choice: str | None) -> None:
+            if choice in ("drain", "cancel") and not (self.latest and self.latest.jobs):
+                self.exit()  # everything finished while the dialog was open: nothing to lose
+                return
             if choice == "drain":
                 self.quitting = "drain"
                 self.dashboard.quitting = True

@@ -202,22 +202,10 @@ LEVEL_TAGS = {"DEBUG": "DEBUG", "INFO": "INFO ", "WARNING": "WARN ", "ERROR": "E
               "CRITICAL": "ERROR"}
 
 
-#: Failure codes that say the rig itself is broken (not the job): ERROR, not WARN.
-RIG_FAILURES = frozenset({"E_INTERNAL", "E_SANDBOX_UNAVAILABLE", "E_DISK"})
-GOOD_OUTCOMES = frozenset({"completed", "canceled"})
-
-
 def display_level(event: Any) -> str:
-    """The level the console shows an event at: the engine's ``severity()``, except that
-    a failed job is a WARNING (an ERROR when the rig is at fault), never INFO."""
-    level = str(event.severity()).upper()
-    outcome = getattr(event, "outcome", None)
-    if getattr(event, "name", "") in ("job_finished", "outcome_delivered") \
-            and isinstance(outcome, str) and outcome not in GOOD_OUTCOMES:
-        wanted = "ERROR" if getattr(event, "code", None) in RIG_FAILURES else "WARNING"
-        if level_rank(wanted) > level_rank(level):
-            return wanted
-    return level
+    """The level the console shows an event at: the engine's ``severity()`` (a failed job
+    is a WARNING there, an ERROR when the rig is at fault, never INFO)."""
+    return str(event.severity()).upper()
 
 
 def level_rank(level: str) -> int:

@@ -51,7 +51,7 @@ NON_SETTINGS_ENV_VARS = frozenset({CONFIG_ENV_VAR, HANDOFF_FD_VAR})
 #: The systemd credential holding the miner key when neither key nor key_file is set.
 KEY_CREDENTIAL = "miner-key"
 #: Key paths whose values are never echoed in errors or renders.
-SECRET_PATHS = frozenset({("miner", "key"), ("inference", "api_key")})
+SECRET_PATHS = frozenset({("miner", "key"), ("inference", "api_key"), ("fleet", "redis_url")})
 _MAX_SHOWN = 60  # characters of an offending value quoted in an error
 
 log = logging.getLogger(__name__)
@@ -338,6 +338,8 @@ class MetricsSettings(_Section):
 
 class ConsoleSettings(_Section):
     theme: str = _doc("aitbc-dark", "Console colour theme", min_length=1)
+    bell: bool = _doc(False, "Ring the terminal bell with each alert toast (OFFLINE, AUTH "
+                      "REFUSED, GPU LOST, GPU HOT, failures rising)")
 
 
 Price = Annotated[Decimal, BeforeValidator(_no_bool)]
@@ -433,9 +435,39 @@ class ControlSettings(_Section):
         return _group_id(self.viewer_group)
 
 
+class FleetSettings(_Section):
+    redis_url: SecretStr | None = _doc(
+        None, "Redis URL (redis://user:password@host:6379/0, rediss:// for TLS; unset = no "
+        "fleet). With sentinel set, only its user, password, db and TLS are used")
+    sentinel: list[str] = _doc(
+        [], "Sentinel addresses host:port; the master is found through them (redis-py)")
+    sentinel_service: str = _doc("mymaster", "The master's name at the sentinels",
+                                 min_length=1)
+    name: str = _doc("default", "Fleet name: the rigs that share work", min_length=1,
+                     max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    rig_id: str | None = _doc(
+        None, "This rig's name in the fleet (unset = miner.id)", min_length=1, max_length=128,
+        pattern=r"^[A-Za-z0-9_.@-]+$")
+    lease_s: Float = _doc(
+        15.0, "Seconds a rig's lease lasts; renewed three times per lease. A rig silent for "
+        "two leases is taken for gone and its outcomes and jobs go to other rigs", ge=2,
+        le=3600)
+    history: Int = _doc(
+        10_000, "Metrics samples kept per rig in Redis (a trimmed stream)", ge=10, le=1_000_000)
+
+    @field_validator("sentinel")
+    @classmethod
+    def _host_ports(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"must be host:port, got {item!r}")
+        return value
+
+
 _SECTIONS = frozenset(
     {"coordinator", "miner", "poll", "slots", "gpu", "inference", "runners", "jobs",
-     "workspace", "paths", "log", "metrics", "console", "control", "identity",
+     "workspace", "paths", "log", "metrics", "console", "control", "identity", "fleet",
      "earnings"}
 )
 
@@ -469,6 +501,9 @@ class Settings(BaseSettings):
         ControlSettings, "Control sockets: who may watch and steer the running miner")
     identity: IdentitySettings = _doc(
         IdentitySettings, "The rig's signing identity: a PKCS#11 token or a key file")
+    fleet: FleetSettings = _doc(
+        FleetSettings, "A fleet of rigs on Redis: shared retries, outcomes that survive a "
+        "dead rig, metrics history (docs/fleet.md); off unless redis_url is set")
 
     # Where the values came from, for render_effective (not settings themselves).
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)

@@ -105,6 +105,7 @@ class Counters:
     uncertain: int = 0
     receipts: int = 0
     receipts_flagged: int = 0  # invalid, mismatched or duplicate: not counted
+    handed_off: int = 0  # given to the fleet's retry queue (another rig ran them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,22 @@ class GpuStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetStatus:
+    """This rig's place in a fleet (docs/fleet.md). ``state``: ``off`` (no fleet
+    configured), ``joined`` (Redis answers, the lease is held) or ``unreachable`` (working
+    alone on the journal until Redis returns)."""
+
+    state: str = "off"
+    fleet: str | None = None
+    rig_id: str | None = None
+    message: str | None = None
+    since: float | None = None  # when the state began
+
+
+FLEET_UNREACHABLE = "fleet: Redis unreachable"
+
+
+@dataclass(frozen=True, slots=True)
 class DiskView:
     """Free space on the data disk (job folders) against the operator's floor.
 
@@ -227,6 +244,7 @@ class Snapshot:
     disk: DiskView = DiskView()
     warnings: tuple[str, ...] = ()  # standing problems every screen shows (e.g. no sandbox)
     started_at: float | None = None  # when the agent started: uptime is the agent's
+    fleet: FleetStatus = FleetStatus()
 
     @property
     def running(self) -> int:
@@ -264,6 +282,20 @@ class Event:
         data.pop("at")
         data.pop("message")
         return {k: v for k, v in data.items() if v is not None}
+
+
+#: Job outcomes that are no failure: a completed job, and one the operator canceled.
+GOOD_OUTCOMES = frozenset({"completed", "canceled"})
+#: Failure codes that say the rig itself is broken (not the job): ERROR, not WARNING.
+RIG_FAILURES = frozenset({"E_INTERNAL", "E_SANDBOX_UNAVAILABLE", "E_DISK"})
+
+
+def outcome_severity(outcome: str | None, code: str | None) -> str:
+    """A job's end: INFO when it completed or was canceled, WARNING when it failed (or was
+    interrupted), ERROR when the rig is at fault (``RIG_FAILURES``)."""
+    if outcome is None or outcome in GOOD_OUTCOMES:
+        return "INFO"
+    return "ERROR" if code in RIG_FAILURES else "WARNING"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -363,6 +395,17 @@ class JobStarted(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JobHandedOff(Event):
+    """A job this rig could not finish for a local reason went to the fleet's retry
+    queue instead of failing: another rig with a matching free slot runs it."""
+
+    name: ClassVar[str] = "job_handed_off"
+    job_id: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobFinished(Event):
     name: ClassVar[str] = "job_finished"
     job_step: ClassVar[bool] = True
@@ -372,6 +415,13 @@ class JobFinished(Event):
     duration_s: float | None = None
     slot: str | None = None
     job_type: str | None = None
+
+    def severity(self) -> str:
+        return outcome_severity(self.outcome, self.code)
+
+    def log_severity(self) -> str:
+        """A step in the log: the job's one line at INFO and above is its delivery."""
+        return "DEBUG"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -398,6 +448,9 @@ class OutcomeDelivered(Event):
     slot: str | None = None
     receipt_id: str | None = None
     price: float | None = None
+
+    def severity(self) -> str:
+        return outcome_severity(self.outcome, self.code)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

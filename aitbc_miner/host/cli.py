@@ -16,6 +16,7 @@ import os
 import signal
 import sqlite3
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -27,7 +28,7 @@ from ..handoff import handed_over, reexec_without
 from ..identity.rigkey import RigKeyError
 from ..identity.token import TokenError
 from ..logs import describe_exception, is_journal_stream, journal_prefix, redact, setup_logging
-from . import keys
+from . import fleetcmd, keys
 from .control import SOCKET_NAME, read_only_socket_path
 from .ctl import COMMANDS, run_ctl
 from .lock import AlreadyRunning, StateLock
@@ -136,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--metrics", metavar="HOST:PORT",
                       help="serve Prometheus metrics, /healthz and /readyz there (port 0: any)")
     identity = keys.add_parsers(sub)  # key show|generate|import|export-public, verify-result
-    for command in (config, check, receipts, earnings, attach, ctl, status, demo, *identity):
+    fleet = fleetcmd.add_parser(sub)  # the fleet console, JSON, commands (Redis)
+    for command in (config, check, receipts, earnings, attach, ctl, status, demo, *identity,
+                    fleet):
         _global_flags(command, top=False)
     return p
 
@@ -169,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_demo(args, headless)
         if args.command in keys.COMMANDS:
             return keys.run(args, lambda: _settings(args))
+        if args.command == "fleet":
+            return fleetcmd.run(args, lambda: _settings(args), operator_error)
         _leave_the_environment(args)
         return _run_miner(args, headless)
     except ConfigError as exc:
@@ -276,7 +281,7 @@ def _attach(args: argparse.Namespace) -> int:
         try:
             await MinerConsole(remote, theme=args.theme, default_theme=settings.console.theme,
                                prefs_path=settings.paths.effective_state_dir / "console.json",
-                               ).run_async()
+                               bell=settings.console.bell).run_async()
         finally:
             await remote.close()
         return remote.gone
@@ -301,8 +306,9 @@ class Console:
     ``state_dir/console.json``); ``default_theme`` is the config's, used when neither is set."""
 
     def __init__(self, theme: str | None, default_theme: str | None = None,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, bell: bool = False) -> None:
         self.theme, self.default_theme, self.state_dir = theme, default_theme, state_dir
+        self.bell = bell  # console.bell: ring with each alert toast
         self.app: Any = None
         self.hung_up = False
 
@@ -314,7 +320,7 @@ class Console:
         extra: dict[str, Any] = (
             {"prefs_path": self.state_dir / "console.json"} if self.state_dir else {})
         self.app = MinerConsole(engine, theme=self.theme, default_theme=self.default_theme,
-                                **extra)
+                                bell=self.bell, **extra)
         await self.app.run_async()
 
     def hang_up(self) -> None:
@@ -337,6 +343,15 @@ def _leave_the_environment(args: argparse.Namespace) -> None:
                       f"environment: {exc.strerror or exc}") from None
 
 
+def _fleet(settings: Settings, engine: Engine) -> Callable[[], Awaitable[None]] | None:
+    """The fleet's loops when ``fleet.redis_url`` is set (Redis is only imported then)."""
+    if settings.fleet.redis_url is None:
+        return None
+    from ..fleet.rig import FleetRig
+
+    return FleetRig(engine, settings.fleet).run
+
+
 def _run_miner(args: argparse.Namespace, headless: bool) -> int:
     if headless:  # until the host handles it, a reload must not kill a starting service
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -357,9 +372,11 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
                 control_socket=control_socket_path(settings),
                 control_access=control_access(settings),
                 metrics_address=settings.metrics.address,
-                reload=Reloader(engine, settings, lambda: _settings(args)))
+                reload=Reloader(engine, settings, lambda: _settings(args)),
+                fleet=_fleet(settings, engine))
     ui = None if headless else Console(args.theme, settings.console.theme,
-                                       settings.paths.effective_state_dir)
+                                       settings.paths.effective_state_dir,
+                                       settings.console.bell)
     try:
         return _said(asyncio.run(host.run(ui)), host,
                      None if headless else settings.paths.effective_state_dir / LOG_FILE)

@@ -3,7 +3,9 @@
 Line 1: the mode badge, the link (registered and heartbeat age, OFFLINE and when it
 retries, AUTH REFUSED), miner id @ coordinator, uptime and version. Line 2: what needs
 the operator, in colour and in words (why the link is down, a lost GPU), then slots,
-today's earnings, the outbox, poll cadence and claims in flight. A data disk below its
+today's earnings, the outbox, poll cadence and claims in flight. Line 1 counts those
+problems (``2 PROBLEMS``, see ``tui.alerts``); each alert a problem raises as it appears is
+a toast, once (and the terminal bell with ``console.bell``). A data disk below its
 free-space floor shows on both: the badge says the miner is not claiming, line 2 why.
 An attached console (``aitbc-miner attach``) adds ATTACHED (and READ-ONLY) badges; while
 the agent does not answer, DISCONNECTED replaces the mode and line 2 says since when.
@@ -12,7 +14,7 @@ the agent does not answer, DISCONNECTED replaces the mode and line 2 says since 
 from __future__ import annotations
 
 import math
-import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +26,10 @@ from textual.widgets import Static
 from aitbc_miner.engine.snapshot import Link, Mode, Snapshot
 
 from .. import fmt
+from ..alerts import AlertWatch, Problem, answered_status, problems
 
 SEP = ("  │  ", "$foreground-muted")
 NARROW_SEP = (" │ ", "$foreground-muted")
-STATUS = re.compile(r"(?:^|:\s*)([1-5]\d\d)\b")
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,6 @@ def attachment_badges(att: Attachment | None) -> list[tuple[str, str]]:
     if att.read_only:
         parts += [(" ", ""), (" READ-ONLY ", "bold $background on $accent")]
     return parts
-
-
-def answered_status(reason: str | None) -> str | None:
-    """The HTTP status in a link reason (``/v1/poll: 503 Service Unavailable``), if the
-    coordinator answered at all; ``None`` for a connect error or a timeout."""
-    found = STATUS.search(reason or "")
-    return found.group(1) if found else None
 
 
 def link_trouble(snap: Snapshot) -> str | None:
@@ -119,35 +114,20 @@ def link_parts(snap: Snapshot, now: float) -> list[tuple[str, str]]:
     return [("○ offline (signed off)", "$foreground-muted")]
 
 
-def problem(snap: Snapshot, compact: bool = False) -> list[tuple[str, str]]:
-    """What needs the operator, in words, for the start of line 2."""
-    c = snap.connection
-    parts: list[tuple[str, str]] = []
-    for warning in snap.warnings:  # e.g. jobs not sandboxed: on every screen, first
-        parts.append((warning.partition(":")[0].upper() if compact else warning, "bold $error"))
-    if c.link is Link.AUTH_REFUSED:
-        why = f" ({c.reason})" if c.reason else ""
-        text = ("check the miner key" if compact
-                else "the coordinator refused the miner key: check it")
-        parts.append((text + why, "bold $error"))
-    elif c.link is Link.BACKING_OFF:
-        status = answered_status(c.reason)
-        if compact:
-            text = f"answers {status}" if status else "why: " + (c.reason or "no answer")
-        elif status:
-            text = f"coordinator answers {status}: {c.reason}"
-        else:
-            text = "coordinator unreachable: " + (c.reason or "no answer")
-        parts.append((text, "bold $error"))
-    lost = [g for g in snap.gpu.gpus if g.state == "lost"]
-    if lost:
-        parts.append((", ".join(f"GPU {g.index} LOST" for g in lost), "bold $error"))
-    d = snap.disk
-    if d.low:
-        text = (f"DISK LOW {d.free_mb:g}/{d.floor_mb:g} MB" if compact
-                else f"data disk low: {d.free_mb:g} MB free, floor {d.floor_mb:g} MB")
-        parts.append((text, "bold $error"))
-    return parts
+def problem(snap: Snapshot, compact: bool = False,
+            found: Sequence[Problem] | None = None) -> list[tuple[str, str]]:
+    """What needs the operator, in words, for the start of line 2: each of ``problems``."""
+    found = problems(snap) if found is None else found
+    return [(p.short if compact else p.text, "bold $error" if p.severity == "error"
+             else "bold $warning") for p in found]
+
+
+def problems_badge(count: int, compact: bool) -> list[tuple[str, str]]:
+    """``2 PROBLEMS`` on line 1 beside the mode, while there are any (line 2 names them)."""
+    if not count:
+        return []
+    word = "PROBLEM" if count == 1 else "PROBLEMS"
+    return [(" ", ""), (f" {count} {word} ", "bold $background on $error")]
 
 
 def _fit(parts: list[tuple[str, str]], flexible: int, width: int) -> list[tuple[str, str]]:
@@ -163,7 +143,8 @@ def _fit(parts: list[tuple[str, str]], flexible: int, width: int) -> list[tuple[
 
 
 def line_one(snap: Snapshot, now: float, started_at: float, width: int, compact: bool,
-             quitting: bool = False, attachment: Attachment | None = None) -> Content:
+             quitting: bool = False, attachment: Attachment | None = None,
+             problem_count: int | None = None) -> Content:
     """``RUNNING │ ● registered · heartbeat 3 s ago │ rig-01 @ host │ up 2h13m │ version``.
 
     The uptime is the agent's (``snap.started_at``) where the snapshot says it."""
@@ -174,7 +155,11 @@ def line_one(snap: Snapshot, now: float, started_at: float, width: int, compact:
     badge = mode_badge(snap, quitting)
     if attachment is not None and attachment.lost_since is not None:
         badge = (" DISCONNECTED · retrying ", "bold $background on $error")
-    parts = [badge, *attachment_badges(attachment), sep, *link_parts(snap, now), sep,
+    count = len(problems(snap)) if problem_count is None else problem_count
+    if attachment is not None and attachment.lost_since is not None:
+        count += 1
+    parts = [badge, *problems_badge(count, compact), *attachment_badges(attachment), sep,
+             *link_parts(snap, now), sep,
              (snap.miner_id, "bold"), (f" @ {host}", ""), sep, (uptime, "")]
     if not compact:
         parts += [sep, (f"aitbc-miner {snap.version}", "$foreground-muted")]
@@ -204,7 +189,7 @@ def slot_summary(snap: Snapshot) -> list[tuple[str, str]]:
 
 
 def line_two(snap: Snapshot, compact: bool, attachment: Attachment | None = None,
-             now: float = 0.0) -> Content:
+             now: float = 0.0, found: Sequence[Problem] | None = None) -> Content:
     """Problems first (colour and words), then today's earnings, slots, outbox, polling."""
     sep = NARROW_SEP if compact else SEP
     parts: list[tuple[str, str]] = []
@@ -214,7 +199,7 @@ def line_two(snap: Snapshot, compact: bool, attachment: Attachment | None = None
                 f"the miner does not answer on {attachment.socket} (since {lost}): retrying; "
                 "what follows is as it was then")
         parts += [(text, "bold $error"), sep]
-    for item in problem(snap, compact):
+    for item in problem(snap, compact, found):
         parts += [item, sep]
     e = snap.earnings
     parts.append((f"today {fmt.money(e.today.amount, e.currency)}", "bold"))
@@ -240,6 +225,8 @@ class StatusHeader(Vertical):
     def __init__(self) -> None:
         super().__init__()
         self._shown: tuple[object, ...] | None = None  # text and spans (Content == is text only)
+        self.alerts = AlertWatch()
+        self.problems: tuple[Problem, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Static(id="status-line-1", markup=False)
@@ -247,11 +234,26 @@ class StatusHeader(Vertical):
 
     def show(self, snap: Snapshot, now: float, started_at: float, compact: bool,
              quitting: bool = False, attachment: Attachment | None = None) -> None:
+        """Both lines; and a toast (and the bell, if configured) for each alert that a
+        problem raises as it appears: once per transition, however often this is called."""
+        found = problems(snap)
+        self.problems = found
+        self._alert(found)
         width = max(20, self.app.size.width - 2)  # the header spans the screen
-        one = line_one(snap, now, started_at, width, compact, quitting, attachment)
-        two = line_two(snap, compact, attachment, now)
+        one = line_one(snap, now, started_at, width, compact, quitting, attachment,
+                       len(found))
+        two = line_two(snap, compact, attachment, now, found)
         shown = (one.plain, one.spans, two.plain, two.spans)
         if shown != self._shown:
             self._shown = shown
             self.query_one("#status-line-1", Static).update(one)
             self.query_one("#status-line-2", Static).update(two)
+
+    def _alert(self, found: tuple[Problem, ...]) -> None:
+        app = self.app
+        for alert in self.alerts.feed(found):
+            app.notify(alert.text, title=alert.kind, markup=False,
+                       severity=alert.severity,  # type: ignore[arg-type]
+                       timeout=5 if alert.cleared else 15)
+            if not alert.cleared and getattr(app, "alert_bell", False):
+                app.bell()
