@@ -21,12 +21,14 @@ TUI_MAY_IMPORT = frozenset({
     "aitbc_miner.engine.snapshot",
     "aitbc_miner.engine.bus",  # the event bus the test fake (tui/fake.py) reuses
     "aitbc_miner.codes",
+    "aitbc_miner.fleet.view",  # the fleet console's rows and errors (tui/fleet.py)
 })
-TUI_BANNED = ("httpx", "aiosqlite", "sqlite3", "pynvml", "psutil")
+TUI_BANNED = ("httpx", "aiosqlite", "sqlite3", "pynvml", "psutil", "redis")
 ENGINE_BANNED = ("tui", "textual")
 # The command line is the composition root: it starts the console, imported lazily when
 # the console is asked for. Nothing else under aitbc_miner/ may reach tui.
-ENGINE_MAY_IMPORT = {"aitbc_miner/host/cli.py": frozenset({"tui.app"})}
+ENGINE_MAY_IMPORT = {"aitbc_miner/host/cli.py": frozenset({"tui.app"}),
+                     "aitbc_miner/host/fleetcmd.py": frozenset({"tui.fleet"})}
 
 
 def _sources(top: str) -> list[Path]:

@@ -1,0 +1,1 @@
+"""The fleet: many rigs sharing one Redis (docs/fleet.md)."""
