@@ -18,6 +18,8 @@ from aitbc_miner.engine.snapshot import (
     Counters,
     Earnings,
     Event,
+    GpuHistory,
+    GpuProcess,
     GpuStatus,
     GpuView,
     Link,
@@ -25,10 +27,12 @@ from aitbc_miner.engine.snapshot import (
     Mode,
     Money,
     OutcomeView,
+    ProcessRole,
     Profitability,
     ProfitLine,
     ReceiptView,
     RunningJob,
+    Series,
     SlotState,
     SlotView,
     Snapshot,
@@ -143,14 +147,37 @@ def _slots(
     return tuple(views)
 
 
+def gpu_history(util: Iterable[float | None], vram: float, temp: float, power: float,
+                end: float = T0) -> GpuHistory:
+    """Ten minutes of 5 s bucket means: ``util`` as given (None: a gap), the others
+    following it (VRAM in MiB, temperature and power at full load)."""
+    u = tuple(util)
+    counts = tuple(0 if v is None else 5 for v in u)
+
+    def follow(top: float, floor: float) -> Series:
+        return Series(5.0, end, tuple(None if v is None else round(floor + (top - floor) * v / 100,
+                                                                   1) for v in u), counts)
+
+    return GpuHistory(Series(5.0, end, u, counts), follow(vram, vram * 0.8),
+                      follow(temp, 35.0), follow(power, 20.0))
+
+
 def two_gpus(*, lost: bool = False, simulated: bool = False) -> GpuStatus:
-    history_a = tuple(float((i * 37) % 100) for i in range(120))
+    """GPU 0 busy with an inference job through Ollama; GPU 1 idle for the miner, but
+    someone else's process holds 1.9 GiB on it."""
+    history_a = tuple(None if 20 <= i < 26 else float(min(100, 40 + (i * 37) % 61))
+                      for i in range(120))
     history_b = tuple(float((i * 11) % 30) for i in range(120))
     prefix = "SIMULATED " if simulated else ""
     a = GpuView(0, "GPU-0a1b2c3d-0000", f"{prefix}NVIDIA GeForce RTX 4060 Ti", "ok",
                 memory_used_mb=11_469, memory_total_mb=16_380, util_gpu_pct=87, util_mem_pct=40,
-                temperature_c=68, power_w=142, power_limit_w=165, util_history=history_a,
-                slot_ids=("gpu:GPU-0a1b2c3d-0000",), simulated=simulated)
+                temperature_c=68, power_w=142, power_limit_w=165,
+                util_history=tuple(v for v in history_a if v is not None),
+                slot_ids=("gpu:GPU-0a1b2c3d-0000",), simulated=simulated,
+                history=gpu_history(history_a, 11_469, 68, 142), energy_wh=812.5,
+                processes=(GpuProcess(2981, ProcessRole.BACKEND, 10_950, "C", "ollama",
+                                      "ollama"),))
+    foreign = GpuProcess(41_877, ProcessRole.FOREIGN, 1_946, "C", "bob", "python3")
     if lost:
         b = GpuView(1, "GPU-9f8e7d6c-1111", f"{prefix}NVIDIA GeForce RTX 4060 Ti", "lost",
                     slot_ids=("gpu:GPU-9f8e7d6c-1111",), simulated=simulated,
@@ -159,8 +186,13 @@ def two_gpus(*, lost: bool = False, simulated: bool = False) -> GpuStatus:
         b = GpuView(1, "GPU-9f8e7d6c-1111", f"{prefix}NVIDIA GeForce RTX 4060 Ti", "ok",
                     memory_used_mb=2_150, memory_total_mb=16_380, util_gpu_pct=0, util_mem_pct=1,
                     temperature_c=41, power_w=18, power_limit_w=165, util_history=history_b,
-                    slot_ids=("gpu:GPU-9f8e7d6c-1111",), simulated=simulated)
-    return GpuStatus(state="ok", message="NVIDIA driver ready", simulated=simulated, gpus=(a, b))
+                    slot_ids=("gpu:GPU-9f8e7d6c-1111",), simulated=simulated,
+                    history=gpu_history(history_b, 2_150, 41, 18), energy_wh=64.0,
+                    processes=(foreign,))
+    warnings = () if lost else (f"GPU 1: someone else is on it: {foreign.describe()} holds "
+                                "1.9 GiB",)
+    return GpuStatus(state="ok", message="NVIDIA driver ready", simulated=simulated, gpus=(a, b),
+                     warnings=warnings)
 
 
 def receipts(

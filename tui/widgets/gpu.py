@@ -1,56 +1,132 @@
-"""The GPU panel: one block per device (one line each when narrow).
+"""The GPU panel: one compact block per device (one line each when narrow); ``g`` opens
+the full GPU screen (``tui/gpu_screen.py``).
 
-Name, VRAM bar, a utilization sparkline over the sampled history, temperature, power,
-and the slot and job on it. "LOST" and "no NVIDIA driver" are said in words; every
-simulated device is tagged SIMULATED, and so is the panel's title.
+Name, VRAM bar, utilization over the last minutes (each cell the **mean** of its time,
+never its peak), temperature, power, and each slot with its job, model and tokens/s.
+"LOST", "HOT", "no NVIDIA driver" and someone else's process on a device are said in
+words; every simulated device is tagged SIMULATED, and so is the panel's title.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from textual.content import Content
 from textual.widgets import Static
 
-from aitbc_miner.engine.snapshot import GpuStatus, GpuView, SlotState, Snapshot
+from aitbc_miner.engine.snapshot import GpuStatus, GpuView, RunningJob, SlotState, Snapshot
 
 from .. import fmt
+from .slots import slot_label
 
-HOT_C = 85.0
+__all__ = ["GPU_BOX_CSS", "GpuPanel", "job_on_slot", "model_of", "series_cells", "series_rows",
+           "slot_label", "time_axis", "tokens_per_s"]
+
+GAP = " "  # a time with no reading
 
 
-def slot_label(slot_id: str, gpu: GpuStatus) -> str:
-    """Slot ids are short already (``gpu:0``, ``gpu:0/1``, MIG ``gpu:0:1``); a long one
-    (a slot named by a GPU's uuid) becomes ``gpu:<index>`` when the panel knows the
-    device, else it is cut."""
-    if len(slot_id) <= 10:
-        return slot_id
-    for view in gpu.gpus:
-        if slot_id in view.slot_ids:
-            return f"gpu:{view.index}"
-    return slot_id[:9] + "…"
+BLOCKS = " ▁▂▃▄▅▆▇█"  # eighths of a cell
+
+
+def series_rows(values: Sequence[float | None], width: int, top: float, bottom: float = 0.0,
+                rows: int = 1) -> list[str]:
+    """A chart ``rows`` cells tall (top row first), one column per value, oldest left,
+    padded left to ``width``. A reading is at least the lowest block; a gap (no reading
+    then) is blank, never drawn as a zero."""
+    if width <= 0:
+        return [""] * rows
+    values = list(values)[-width:]
+    span, levels = top - bottom, 8 * rows
+    columns: list[int | None] = []
+    for value in values:
+        if value is None:
+            columns.append(None)
+            continue
+        frac = 0.0 if span <= 0 else max(0.0, min(1.0, (value - bottom) / span))
+        columns.append(1 + int(frac * (levels - 1) + 0.5))
+    pad = GAP * (width - len(columns))
+    return [pad + "".join(GAP if level is None else BLOCKS[max(0, min(8, level - 8 * row))]
+                          for level in columns)
+            for row in range(rows - 1, -1, -1)]
+
+
+def series_cells(values: Sequence[float | None], width: int, top: float,
+                 bottom: float = 0.0) -> str:
+    """A one-line sparkline of ``values`` (see :func:`series_rows`)."""
+    return series_rows(values, width, top, bottom)[0]
+
+
+def ago(seconds: float) -> str:
+    """``-10m``, ``-2m30s``, ``-45s``: a point on the time axis."""
+    s = int(round(seconds))
+    if s <= 0:
+        return "now"
+    m, sec = divmod(s, 60)
+    if not m:
+        return f"-{sec}s"
+    return f"-{m}m" + (f"{sec:02d}s" if sec else "")
+
+
+def time_axis(span_s: float, width: int, ticks: int = 4) -> str:
+    """``-10m       -7m30s      -5m      -2m30s      now`` under a ``width``-cell chart
+    that covers the last ``span_s`` seconds."""
+    if width <= 0:
+        return ""
+    line = [" "] * width
+    count = max(1, min(ticks, width // 10))
+    for k in range(count + 1):
+        label = ago(span_s * (1 - k / count))
+        pos = round(k * (width - 1) / count)
+        start = max(0, min(width - len(label), pos - (len(label) - 1 if k == count else
+                                                      0 if k == 0 else len(label) // 2)))
+        if all(c == " " for c in line[max(0, start - 1):start + len(label) + 1]):
+            line[start:start + len(label)] = label
+    return "".join(line)
+
+
+def job_on_slot(slot_id: str, snap: Snapshot) -> RunningJob | None:
+    slot = next((s for s in snap.slots if s.slot_id == slot_id), None)
+    return snap.job(slot.job_id) if slot and slot.job_id else None
+
+
+def model_of(job: RunningJob) -> str | None:
+    """The job's model (the engine's field, else what its progress says)."""
+    model = job.model or dict(job.progress).get("model")
+    return str(model) if model else None
+
+
+def tokens_per_s(job: RunningJob) -> float | None:
+    value = dict(job.progress).get("tokens_per_s")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _temp(view: GpuView) -> tuple[str, str]:
     text = fmt.celsius(view.temperature_c)
-    if view.temperature_c is not None and view.temperature_c >= HOT_C:
+    if view.hot:
         return f"{text} HOT", "bold $error"
     return text, ""
 
 
-def _jobs_on(view: GpuView, snap: Snapshot) -> list[tuple[str, str]]:
+def _jobs_on(view: GpuView, snap: Snapshot, detail: bool) -> list[tuple[str, str]]:
+    """Each slot of the device with its job (and, with ``detail``, model and tok/s)."""
     by_slot = {s.slot_id: s for s in snap.slots}
-    jobs = {j.job_id: j for j in snap.jobs}
     parts: list[tuple[str, str]] = []
     for slot_id in view.slot_ids:
         slot = by_slot.get(slot_id)
-        label = f"gpu:{view.index}"
+        label = slot_label(slot_id, snap.gpu)
         if parts:
             parts.append((" · ", "$foreground-muted"))
         if slot is None:
             parts.append((f"{label} (no slot)", "$foreground-muted"))
         elif slot.job_id:
-            job = jobs.get(slot.job_id)
-            kind = f" {job.job_type}" if job else ""
-            parts.append((f"{label} ● {fmt.short_id(slot.job_id)}{kind}", "$success"))
+            job = snap.job(slot.job_id)
+            text = f"{label} ● {fmt.short_id(slot.job_id)}"
+            if job is not None and detail:
+                rate = tokens_per_s(job)
+                text += f" {model_of(job) or job.job_type}" + (f" {rate:.1f} tok/s" if rate else "")
+            elif job is not None:
+                text += f" {job.job_type}"
+            parts.append((text, "$success"))
         elif slot.state is SlotState.LOST:
             parts.append((f"{label} ✗ slot lost", "$error"))
         else:
@@ -58,6 +134,14 @@ def _jobs_on(view: GpuView, snap: Snapshot) -> list[tuple[str, str]]:
     if not view.slot_ids:
         parts.append(("no slot", "$foreground-muted"))
     return parts
+
+
+def _foreign_parts(view: GpuView) -> list[tuple[str, str]]:
+    foreign = view.foreign
+    if not foreign:
+        return []
+    return [(f"  ⚠ {len(foreign)} other process{'es' if len(foreign) > 1 else ''}",
+             "bold $warning")]
 
 
 def _vram_parts(view: GpuView, bar_w: int) -> list[tuple[str, str]]:
@@ -71,34 +155,43 @@ def _vram_parts(view: GpuView, bar_w: int) -> list[tuple[str, str]]:
             (f"  {fmt.watts(view.power_w, view.power_limit_w)}", "")]
 
 
+def util_spark(view: GpuView, width: int) -> str:
+    """Utilization over the device's history, each cell the mean of its time."""
+    return series_cells(view.history.util_pct.resample(width), width, 100.0)
+
+
+def _lost_lines(view: GpuView, head: list[tuple[str, str]]) -> list[Content]:
+    reason = f" ({view.lost_reason})" if view.lost_reason else ""
+    return [Content.assemble(*head, ("  ✗ LOST", "bold $error"), (reason, "$error")),
+            Content.styled("  takes no work; the other devices go on", "$foreground-muted")]
+
+
 def gpu_block(view: GpuView, snap: Snapshot, spark_w: int, tall: bool) -> list[Content]:
     """Two lines per device, or three (``tall``) when few devices leave the room:
-    name (SIMULATED) and its slot/job; VRAM, temperature, power; the util sparkline."""
+    name (SIMULATED) and its slots/jobs; VRAM, temperature, power; the util sparkline."""
     name = fmt.short_gpu_name(view.name)
     head: list[tuple[str, str]] = [(f"{view.index} ", "bold"), (name, "bold")]
     if view.simulated:
         head.append(("  SIMULATED", "bold $accent"))
     if view.state == "lost":
-        reason = f" ({view.lost_reason})" if view.lost_reason else ""
-        lines = [Content.assemble(*head, ("  ✗ LOST", "bold $error"), (reason, "$error")),
-                 Content.styled("  takes no work; the other devices go on", "$foreground-muted")]
-        return lines + ([Content("")] if tall else [])
-    jobs = _jobs_on(view, snap)
-    util = [("util ", ""), (fmt.sparkline(view.util_history, spark_w), "$accent"),
+        return _lost_lines(view, head) + ([Content("")] if tall else [])
+    util = [("util ", ""), (util_spark(view, spark_w), "$accent"),
             (f" {fmt.pct(view.util_gpu_pct):>5}", "bold")]
     if tall:
-        return [Content.assemble(*head, ("   ", ""), *jobs),
+        return [Content.assemble(*head, ("   ", ""), *_jobs_on(view, snap, True),
+                                 *_foreign_parts(view)),
                 Content.assemble(("  ", ""), *_vram_parts(view, 10)),
                 Content.assemble(("  ", ""), *util)]
-    return [Content.assemble(*head, ("  ", ""), *_vram_parts(view, 8)),
-            Content.assemble(("  ", ""), *util, ("  ", ""), *jobs)]
+    return [Content.assemble(*head, ("  ", ""), *_vram_parts(view, 8), *_foreign_parts(view)),
+            Content.assemble(("  ", ""), *util, ("  ", ""), *_jobs_on(view, snap, False))]
 
 
 def spark_width(status: GpuStatus, snap: Snapshot, width: int, tall: bool) -> int:
     """One sparkline width for every device, so the blocks line up."""
     if tall:
         return max(8, min(60, width - 2 - 5 - 6))
-    jobs = max((sum(len(t) for t, _ in _jobs_on(g, snap)) for g in status.gpus), default=0)
+    jobs = max((sum(len(t) for t, _ in _jobs_on(g, snap, False)) for g in status.gpus),
+               default=0)
     return max(8, min(48, width - 2 - 5 - 6 - 2 - jobs))
 
 
@@ -115,7 +208,9 @@ def gpu_line(view: GpuView, snap: Snapshot) -> Content:
     power = "" if view.power_w is None else f" {view.power_w:.0f} W"
     parts += [(f" {fmt.vram(view.memory_used_mb, view.memory_total_mb)} ", ""),
               (fmt.pct(view.util_gpu_pct), "bold"), (" ", ""), (temp, temp_style), (power, ""),
-              (" ", ""), *_jobs_on(view, snap)]
+              (" ", ""), *_jobs_on(view, snap, False)]
+    if view.foreign:
+        parts.append((f" ⚠{len(view.foreign)}", "bold $warning"))
     return Content.assemble(*parts)
 
 
@@ -134,16 +229,20 @@ def _more(message: str) -> str:
     return "" if message in generic else f" ({message})"
 
 
+#: A GPU box (the panel here, each device's card on the GPU screen): ``.format(name=...)``.
+GPU_BOX_CSS = """
+{name} {{
+    height: auto; border: round $primary 40%; border-title-color: $primary;
+    padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis;
+}}
+{name}.-simulated {{ border-title-color: $accent; }}
+"""
+
+
 class GpuPanel(Static):
     """One block per GPU (or MIG instance)."""
 
-    DEFAULT_CSS = """
-    GpuPanel {
-        height: auto; border: round $primary 40%; border-title-color: $primary;
-        padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis;
-    }
-    GpuPanel.-simulated { border-title-color: $accent; }
-    """
+    DEFAULT_CSS = GPU_BOX_CSS.format(name="GpuPanel")
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(markup=False, **kwargs)  # type: ignore[arg-type]
@@ -152,7 +251,8 @@ class GpuPanel(Static):
     def show(self, snap: Snapshot, compact: bool) -> None:
         status = snap.gpu
         width = max(30, self.size.width - 4)
-        key = (status, snap.slots, tuple((j.job_id, j.job_type) for j in snap.jobs), compact, width)
+        key = (status, snap.slots, tuple((j.job_id, j.job_type, j.model, j.progress)
+                                         for j in snap.jobs), compact, width)
         if key == self._shown:
             return
         self._shown = key
@@ -164,6 +264,7 @@ class GpuPanel(Static):
         if simulated:
             title += " · SIMULATED"
         self.border_title = title
+        self.border_subtitle = "g details" if status.gpus else ""
         self.set_class(simulated, "-simulated")
         lines: list[Content] = []
         if not status.gpus:
