@@ -1,19 +1,20 @@
-"""Energy and profitability: the power each GPU draws (NVML), integrated over time, put
-down to the work running on it, and set against what that work earned.
+"""Energy and profitability: the energy each GPU draws, put down to the work running on
+it, and set against what that work earned.
 
-**Integration.** Each reading's power is held until the GPU's next reading (a left
-Riemann sum): ``joules += watts × seconds``. Times are counted in whole milliseconds and
-watts are exact decimals, so the sums are exact. An interval longer than ``MAX_GAP_S``
-(the miner stopped, sampling stalled) or without a power figure is not counted. An
-interval that spans a minute boundary is split at it.
+**Integration** is the GPU sampler's (``aitbc_miner.gpu.telemetry``): it integrates each
+device's NVML power between readings (trapezoids; readings more than
+``MAX_ENERGY_GAP_S`` apart add nothing) into ``energy_wh``, the Wh drawn since it
+started. This module only takes the difference between two samples (exact decimals from
+there on) and decides whose it is.
 
 **Attribution.** The energy of an interval goes to the jobs that ran on the GPU at its
 start, shared equally when one GPU runs several (``gpu:0/0``, ``gpu:0/1``), under each
 job's model (else its job type). A GPU with no job draws **idle** energy: the rig's
-overhead, shown on its own and not charged to any GPU's or model's net.
+overhead, shown on its own and not charged to any GPU's or model's net. An interval that
+spans a minute boundary is split at it in proportion to time.
 
 **Profitability** (:func:`profitability`) is measured over the last hour's minutes that
-had power readings: ``cost = kWh × price``, ``net per hour = (AITBC earned × rate −
+had energy readings: ``cost = kWh × price``, ``net per hour = (AITBC earned × rate −
 cost) / hours measured``; per GPU and per model with the energy of their work, for the
 rig with the idle overhead too.
 
@@ -32,15 +33,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .gpu.telemetry import MAX_ENERGY_GAP_S
 from .ledger import DAY_MINUTES, HOUR_MINUTES, MINUTE_S, Book, minute_of
 from .money import ZERO, Profitability, ProfitLine, amount_of
 
 if TYPE_CHECKING:
     from .config import Settings
 
-MAX_GAP_S = 60.0
-J_PER_KWH = 3_600_000
-J_PER_WH = 3600
+WH_PER_KWH = 1000
 WH_PLACES = Decimal("1e-3")
 MONEY_PLACES = Decimal("1e-6")
 ENERGY_FILE_SUFFIX = ".energy.json"
@@ -65,17 +65,17 @@ def tariff_from(settings: Settings) -> Tariff | None:
 
 
 @dataclass(frozen=True, slots=True)
-class PowerReading:
-    """One GPU's power at one moment, and the work on it then."""
+class EnergyReading:
+    """One GPU at one sample: the sampler's running energy total, and the work on it."""
 
     gpu: str  # "gpu:0", as ``ledger.gpu_of`` names its slots' device
-    watts: Decimal | None  # None: NVML could not say
+    energy_wh: Decimal | None  # Wh drawn since the sampler started; None: not known
     work: tuple[str, ...] = ()  # the model (else job type) of each job running on it
 
 
 @dataclass(slots=True)
 class _Drawn:
-    """Joules drawn in one minute, and how many milliseconds each GPU was metered."""
+    """Wh drawn in one minute, and how many milliseconds each GPU was metered."""
 
     busy: dict[str, Decimal] = field(default_factory=dict)  # by GPU, while jobs ran
     idle: dict[str, Decimal] = field(default_factory=dict)  # by GPU, with no job
@@ -90,40 +90,45 @@ def energy_path(journal_path: Path) -> Path:
 class EnergyMeter:
     def __init__(self) -> None:
         self.minutes: dict[int, _Drawn] = {}
-        self._last: dict[str, tuple[int, PowerReading]] = {}  # gpu -> (at ms, reading)
+        self._last: dict[str, tuple[int, EnergyReading]] = {}  # gpu -> (at ms, reading)
         self._latest_minute = 0
 
-    def observe(self, at: float, readings: Iterable[PowerReading]) -> None:
-        """Readings taken at ``at`` (seconds): count each GPU's previous interval."""
+    def observe(self, at: float, readings: Iterable[EnergyReading]) -> None:
+        """Readings taken at ``at`` (seconds): each GPU's energy since its previous one is
+        put down to the work on it then."""
         at_ms = round(at * 1000)
         for reading in readings:
             previous = self._last.get(reading.gpu)
             self._last[reading.gpu] = (at_ms, reading)
-            if previous is None:
+            if previous is None or reading.energy_wh is None:
                 continue
             start_ms, held = previous
-            if held.watts is None or not 0 < at_ms - start_ms <= MAX_GAP_S * 1000:
-                continue
-            while start_ms < at_ms:  # split at minute boundaries
+            span_ms = at_ms - start_ms
+            if held.energy_wh is None or not 0 < span_ms <= MAX_ENERGY_GAP_S * 1000:
+                continue  # the sampler adds nothing over such a gap either
+            drawn_wh = reading.energy_wh - held.energy_wh
+            if drawn_wh < 0:
+                continue  # the sampler started again: its total went back to zero
+            while start_ms < at_ms:  # split at minute boundaries, in proportion to time
                 minute = start_ms // (MINUTE_S * 1000)
                 end_ms = min(at_ms, (minute + 1) * MINUTE_S * 1000)
-                self._add(minute, held, end_ms - start_ms)
+                self._add(minute, held, drawn_wh * (end_ms - start_ms) / span_ms,
+                          end_ms - start_ms)
                 start_ms = end_ms
 
-    def _add(self, minute: int, reading: PowerReading, ms: int) -> None:
+    def _add(self, minute: int, reading: EnergyReading, wh: Decimal, ms: int) -> None:
         if minute > self._latest_minute:
             self._latest_minute = minute
             for old in [m for m in self.minutes if m <= minute - DAY_MINUTES]:
                 del self.minutes[old]
         drawn = self.minutes.setdefault(minute, _Drawn())
-        joules = (reading.watts or ZERO) * ms / 1000
         gpu = reading.gpu
         drawn.metered_ms[gpu] = drawn.metered_ms.get(gpu, 0) + ms
         if not reading.work:
-            drawn.idle[gpu] = drawn.idle.get(gpu, ZERO) + joules
+            drawn.idle[gpu] = drawn.idle.get(gpu, ZERO) + wh
             return
-        drawn.busy[gpu] = drawn.busy.get(gpu, ZERO) + joules
-        share = joules / len(reading.work)
+        drawn.busy[gpu] = drawn.busy.get(gpu, ZERO) + wh
+        share = wh / len(reading.work)
         for model in reading.work:
             drawn.by_model[model] = drawn.by_model.get(model, ZERO) + share
 
@@ -211,15 +216,14 @@ def profitability(book: Book, meter: EnergyMeter, tariff: Tariff, now: float,
         _merge(idle, drawn.idle)
         _merge(by_model, drawn.by_model)
 
-    def line(name: str, aitbc: Decimal, joules: Decimal, idle_j: Decimal = ZERO) -> ProfitLine:
-        cost = joules * tariff.price_per_kwh / J_PER_KWH
+    def line(name: str, aitbc: Decimal, wh: Decimal, idle_wh: Decimal = ZERO) -> ProfitLine:
+        cost = wh * tariff.price_per_kwh / WH_PER_KWH
         net = None
         if tariff.aitbc_rate is not None and covered_ms:
             net = ((aitbc * tariff.aitbc_rate - cost) * 3_600_000 / covered_ms
                    ).quantize(MONEY_PLACES)
-        return ProfitLine(name, aitbc, (joules / J_PER_WH).quantize(WH_PLACES),
-                          cost.quantize(MONEY_PLACES), net,
-                          (idle_j / J_PER_WH).quantize(WH_PLACES))
+        return ProfitLine(name, aitbc, wh.quantize(WH_PLACES), cost.quantize(MONEY_PLACES),
+                          net, idle_wh.quantize(WH_PLACES))
 
     idle_total = sum(idle.values(), ZERO)
     gpus = sorted(set(busy) | set(idle) | set(earned["gpu"]))

@@ -7,8 +7,9 @@ only the journal rows written since its last read (off the loop), so an update c
 again up to once a second. The coordinator's "paid" state is re-read in full at most
 once per ``PAID_EVERY_S`` (it changes only when payments are synced, once a minute).
 
-Energy: every GPU telemetry sample (``observe_power``) adds each GPU's power, held
-since its previous sample, to ``core.energy``, put down to the jobs on it then. With an
+Energy: on every GPU telemetry sample (``observe_energy``), each GPU's energy since its
+previous sample (the sampler integrates NVML power into ``GpuView.energy_wh``) goes to
+``core.energy``, put down to the jobs on it then. With an
 electricity price configured (``Tuning.tariff``), the earnings carry their
 profitability. The meter is saved next to the journal once a minute (and loaded at
 start), so ``aitbc-miner earnings`` and the next start see the last day's energy.
@@ -23,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import ledger
-from ..energy import EnergyMeter, PowerReading, energy_path, profitability
+from ..energy import EnergyMeter, EnergyReading, energy_path, profitability
 from ..money import Earnings, Money, amount_of
 from .core import Core, HeldJob
 
@@ -58,16 +59,16 @@ def work_name(job: HeldJob) -> str:
     return job.model or job.job_type or "-"
 
 
-def observe_power(core: Core) -> None:
-    """Add the GPUs' power since their last sample to the meter (a GPU telemetry hook)."""
+def observe_energy(core: Core) -> None:
+    """Put the GPUs' energy since their last sample down to their work (a GPU telemetry
+    hook, after ``core.gpu`` took the new sample)."""
     running = {s.slot_id: core.held.get(s.job_id) for s in core.pool.slots if s.job_id}
     readings = []
     for gpu in core.gpu.gpus:
         name = ledger.gpu_of(gpu.slot_ids[0]) if gpu.slot_ids else f"gpu:{gpu.index}"
         work = tuple(work_name(job) for slot_id in gpu.slot_ids
                      if (job := running.get(slot_id)) is not None)
-        watts = None if gpu.state == "lost" else amount_of(gpu.power_w)
-        readings.append(PowerReading(name, watts, work))
+        readings.append(EnergyReading(name, amount_of(gpu.energy_wh), work))
     core.energy.observe(core.clock(), readings)
 
 

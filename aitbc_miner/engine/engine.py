@@ -33,7 +33,7 @@ from ..untrusted import name_problem, payload_problem
 from .bus import EventListener, SnapshotListener, Subscription
 from .core import Core, HeldJob, Tuning, payload_view
 from .disk import check_disk, watch_disk
-from .earnings import keep_earnings, observe_power
+from .earnings import keep_earnings, observe_energy
 from .gpu import gpu_status
 from .jobrun import GPU_LOST_REASON, JobRun
 from .outbox import Outbox
@@ -264,7 +264,7 @@ class Engine:
 
     def _on_gpu_snapshot(self, tele: TelemetrySnapshot) -> None:
         self.core.gpu = gpu_status(tele, self.core.pool.slots)
-        observe_power(self.core)
+        observe_energy(self.core)
         self.core.changed()
 
     def _on_gpu_lost(self, view: TelemetryGpuView) -> None:

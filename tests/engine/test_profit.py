@@ -1,5 +1,6 @@
-"""Profitability to the cent: fixed power readings at fixed (fake-clock) times, a known
-electricity price and AITBC rate, and exact Decimal results per GPU and per model."""
+"""Profitability to the cent: fixed readings at fixed (fake-clock) times, a known
+electricity price and AITBC rate, and exact Decimal results per GPU and per model; last,
+fake NVML power through the real GPU sampler and engine into the snapshot."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from aitbc_miner.devnet import DEFAULT_MINER_KEYS, Devnet, Dialect
-from aitbc_miner.energy import EnergyMeter, PowerReading, Tariff, profitability
+from aitbc_miner.energy import EnergyMeter, EnergyReading, Tariff, profitability
 from aitbc_miner.engine import Engine, SlotPool, Tuning
 from aitbc_miner.gpu import Nvml, Sampler, gpu_slot_specs
 from aitbc_miner.ledger import Book, ReceiptRow
@@ -27,20 +28,22 @@ TARIFF = Tariff(price_per_kwh=D("0.30"), currency="EUR", aitbc_rate=D("2.50"))
 
 
 def half_hour_of_work() -> tuple[Book, EnergyMeter]:
-    """30 minutes, a reading every 30 s:
+    """30 minutes, a reading every 10 s (the sampler's running energy totals):
 
     * gpu:0 runs llama3.2 at 180 W for 20 minutes (60 Wh), then idles at 36 W (6 Wh);
-    * gpu:1 runs llama3.2 and mistral side by side (two slots) at 240 W: 120 Wh, 60 each;
+    * gpu:1 runs llama3.2 and mistral side by side (two slots) at 360 W: 180 Wh, 90 each;
     * receipts: gpu:0 llama3.2 0.05, gpu:1 llama3.2 0.04 and mistral 0.02, a CPU job 0.01.
     """
     meter = EnergyMeter()
-    for k in range(61):
-        at = T0 + 30 * k
-        busy = k < 40
-        meter.observe(at, [
-            PowerReading("gpu:0", D(180) if busy else D(36), ("llama3.2",) if busy else ()),
-            PowerReading("gpu:1", D(240), ("llama3.2", "mistral")),
+    total = {"gpu:0": D(0), "gpu:1": D(0)}
+    for k in range(181):
+        busy = k < 120  # the work on gpu:0 from this reading to the next
+        meter.observe(T0 + 10 * k, [
+            EnergyReading("gpu:0", total["gpu:0"], ("llama3.2",) if busy else ()),
+            EnergyReading("gpu:1", total["gpu:1"], ("llama3.2", "mistral")),
         ])
+        total["gpu:0"] += (D(180) if busy else D(36)) * 10 / 3600
+        total["gpu:1"] += D(360) * 10 / 3600
     book = Book()
     for rid, at, price, model, gpu in (("a", 600, "0.05", "llama3.2", "gpu:0"),
                                        ("b", 900, "0.04", "llama3.2", "gpu:1"),
@@ -62,51 +65,49 @@ def test_profitability_per_gpu_and_per_model_to_the_cent() -> None:
     assert p.by_gpu == (
         ProfitLine("cpu", D("0.01"), D(0), D(0), D("0.05")),
         ProfitLine("gpu:0", D("0.05"), D(60), D("0.018"), D("0.214"), idle_wh=D(6)),
-        ProfitLine("gpu:1", D("0.06"), D(120), D("0.036"), D("0.228")),
+        ProfitLine("gpu:1", D("0.06"), D(180), D("0.054"), D("0.192")),
     )
     assert p.by_model == (
-        ProfitLine("llama3.2", D("0.09"), D(120), D("0.036"), D("0.378")),
-        ProfitLine("mistral", D("0.02"), D(60), D("0.018"), D("0.064")),
+        ProfitLine("llama3.2", D("0.09"), D(150), D("0.045"), D("0.36")),
+        ProfitLine("mistral", D("0.02"), D(90), D("0.027"), D("0.046")),
         ProfitLine("sha256", D("0.01"), D(0), D(0), D("0.05")),
     )
     # And idle is the rig's overhead; the rig's net counts it
     assert p.idle == ProfitLine("idle", D(0), D(6), D("0.0018"), D("-0.0036"))
-    assert p.rig == ProfitLine("rig", D("0.12"), D(186), D("0.0558"), D("0.4884"),
+    assert p.rig == ProfitLine("rig", D("0.12"), D(246), D("0.0738"), D("0.4524"),
                                idle_wh=D(6))
     assert sum((m.net_per_hour or D(0) for m in p.by_model), p.idle.net_per_hour or D(0)) \
         == p.rig.net_per_hour
     # And to the cent, as the screen shows it
-    assert p.rig.net_per_hour.quantize(D("0.01")) == D("0.49")  # type: ignore[union-attr]
+    assert p.rig.net_per_hour.quantize(D("0.01")) == D("0.45")  # type: ignore[union-attr]
 
 
 def test_without_a_rate_only_the_cost_is_shown() -> None:
     book, meter = half_hour_of_work()
     p = profitability(book, meter, Tariff(D("0.30"), "EUR"), now=T0 + 1800)
-    assert p.rig.cost == D("0.0558") and p.rig.net_per_hour is None
+    assert p.rig.cost == D("0.0738") and p.rig.net_per_hour is None
 
 
-def test_gaps_and_missing_power_are_not_counted_and_the_meter_survives_a_restart(
-        tmp_path: Path) -> None:
-    # Given readings with a gap longer than a minute and a GPU that cannot say its power
+def test_gaps_unknown_energy_and_a_restarted_sampler_count_nothing(tmp_path: Path) -> None:
+    # Given readings 10 s apart, then a gap longer than the sampler integrates, then an
+    # interval across a minute boundary; gpu:1 first unknown, then its total goes back
     meter = EnergyMeter()
-    meter.observe(T0, [PowerReading("gpu:0", D(100)), PowerReading("gpu:1", None)])
-    meter.observe(T0 + 30, [PowerReading("gpu:0", D(100)), PowerReading("gpu:1", D(50))])
-    meter.observe(T0 + 300, [PowerReading("gpu:0", D(100)), PowerReading("gpu:1", D(50))])
-    meter.observe(T0 + 330, [PowerReading("gpu:0", D(100)), PowerReading("gpu:1", D(50))])
-    # Then only the two 30 s intervals of gpu:0 and the last one of gpu:1 count
-    p = profitability(Book(), meter, TARIFF, now=T0 + 330)
-    assert [(g.name, g.idle_wh) for g in p.by_gpu] == [
-        ("gpu:0", (D(6000) / 3600).quantize(D("1e-3"))),
-        ("gpu:1", (D(1500) / 3600).quantize(D("1e-3")))]
-    assert p.window_s == 60  # the two metered minutes' 30 s each
-    # And an interval across a minute boundary is split at it
-    assert sorted(meter.minutes) == [int(T0) // 60, int(T0) // 60 + 5]
+    for at, e0, e1 in ((0, "0", None), (10, "1", "0"), (295, "2", "5"), (305, "3", "4")):
+        meter.observe(T0 + at, [EnergyReading("gpu:0", D(e0)),
+                                EnergyReading("gpu:1", None if e1 is None else D(e1))])
+    # Then gpu:0 drew 1 Wh in its first 10 s and 1 Wh across minutes 4 and 5, half in each
+    p = profitability(Book(), meter, TARIFF, now=T0 + 305)
+    assert [(g.name, g.idle_wh) for g in p.by_gpu] == [("gpu:0", D(2))]
+    first = int(T0) // 60
+    assert {m - first: d.idle for m, d in meter.minutes.items()} == {
+        0: {"gpu:0": D(1)}, 4: {"gpu:0": D("0.5")}, 5: {"gpu:0": D("0.5")}}
+    assert p.window_s == 20  # 10 s + 5 s + 5 s metered
     # And saved and loaded (the next start, ``aitbc-miner earnings``) it is the same
     path = tmp_path / "journal.sqlite3.energy.json"
     EnergyMeter.save_json(path, meter.to_json())
     again = EnergyMeter.load(path)
     assert again.minutes == meter.minutes
-    assert profitability(Book(), again, TARIFF, now=T0 + 330) == p
+    assert profitability(Book(), again, TARIFF, now=T0 + 305) == p
     # And a damaged file is an empty meter, not a crash
     path.write_text('{"minutes": {"x": 1, "5": {"busy": {"gpu:0": "nan?"}, "metered_ms": 3}}}')
     assert EnergyMeter.load(path).minutes[5].busy == {}
@@ -136,10 +137,10 @@ async def test_the_engine_meters_fake_nvml_power_into_the_snapshot_to_the_cent(
         async with asyncio.timeout(20):
             await runner.wait_started(1)
         busy = next(i for i, g in enumerate(fake.gpus) if g.uuid in runner.devices.values())
-        # When NVML reads 180 W on its GPU and 36 W on the idle one, every 30 s for 30 min
+        # When NVML reads 180 W on its GPU and 36 W on the idle one, every 10 s for 30 min
         fake.gpus[busy].power_mw, fake.gpus[1 - busy].power_mw = 180_000, 36_000
-        for k in range(61):
-            now[0] = T0 + 30 * k
+        for k in range(181):
+            now[0] = T0 + 10 * k
             await sampler.sample_once()
         engine.core.earnings_dirty.set()
         snap = await engine.wait_until(lambda s: s.earnings.profit is not None
