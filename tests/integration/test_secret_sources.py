@@ -242,3 +242,25 @@ def test_a_key_file_others_can_read_or_on_disk_exits_2_with_one_line(
         pytest.skip(f"{miner.root} is itself in memory here: {result.stderr.strip()}")
     assert_one_line_error(result, f"miner.key_source: {code}", str(path))
     assert key not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("pin, words", [
+    ("135790", ("E_SECRET_NOT_FOUND", "no data objects labelled 'miner-key'")),
+    ("999999", ("E_SECRET_TOKEN", "refused the PIN"))])
+def test_a_token_without_the_object_or_with_a_wrong_pin_exits_2_with_one_line(
+        miner: MinerLauncher, creds: Path, tmp_path: Path, pin: str,
+        words: tuple[str, str]) -> None:
+    token = softhsm_token(tmp_path, "aitbc-rig", "135790", {"other": b"x"})
+    pin_file = creds / "token-pin"
+    pin_file.write_text(pin)
+    pin_file.chmod(0o600)
+    result = subprocess.run(
+        [str(MINER_EXE), "--headless"], cwd=miner.root, capture_output=True, text=True,
+        timeout=60, stdin=subprocess.DEVNULL, check=False,
+        env={**miner.env(None, MINER__KEY=None,  # type: ignore[arg-type]
+                         MINER__KEY_SOURCE__TOKEN_OBJECT="miner-key",
+                         IDENTITY__TOKEN__MODULE=str(token.module),
+                         IDENTITY__TOKEN__TOKEN_LABEL=token.label,
+                         IDENTITY__TOKEN__PIN_FILE=str(pin_file)), **token.env()})
+    assert_one_line_error(result, f"miner.key_source: {words[0]}", words[1])
+    assert pin not in result.stderr
