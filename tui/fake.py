@@ -37,6 +37,7 @@ from aitbc_miner.engine.snapshot import (
     SlotView,
     Snapshot,
 )
+from aitbc_miner.journal import JobRecord, JobState, Outcome
 
 T0 = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC: the frozen "now" of snapshot tests
 
@@ -52,6 +53,8 @@ class FakeEngine:
         self._listeners: list[Callable[[Snapshot], None]] = []
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.snapshot_calls = 0
+        self.records: dict[str, JobRecord] = {}  # the "journal": every job ever held
+        self.record_reads: list[str] = []
 
     # --- reading -------------------------------------------------------------------
 
@@ -66,7 +69,21 @@ class FakeEngine:
     def subscribe(self) -> Subscription:
         return self._bus.subscribe()
 
+    async def job_record(self, job_id: str) -> JobRecord | None:
+        self.record_reads.append(job_id)
+        return self.records.get(job_id)
+
+    async def job_receipts(self, job_id: str) -> tuple[ReceiptView, ...]:
+        """Oldest first, as the journal answers (the snapshot's receipts are newest first)."""
+        return tuple(r for r in reversed(self._snapshot.receipts) if r.job_id == job_id)
+
     # --- driving (tests) ---------------------------------------------------------------
+
+    def finish(self, job_id: str, record: JobRecord, *receipts: ReceiptView) -> None:
+        """The job ends: it leaves the snapshot's jobs, its record (and receipts) stay."""
+        self.records[job_id] = record
+        self._change(jobs=tuple(j for j in self._snapshot.jobs if j.job_id != job_id),
+                     receipts=tuple(receipts) + self._snapshot.receipts)
 
     def publish(self, snapshot: Snapshot | None = None) -> None:
         if snapshot is not None:
@@ -291,6 +308,24 @@ def sample_earnings(now: float = T0) -> Earnings:
         failures_by_code=(("E_TIMEOUT", 2), ("E_MODEL_NOT_FOUND", 1)),
         failures_last_hour=(("E_TIMEOUT", 1),), finished_last_hour=15,
         failure_rate_now=0.0, failure_rate_last_hour=1 / 15, profit=profit)
+
+
+def job_record(job_id: str, *, now: float = T0, job_type: str = "inference",
+               payload: dict[str, Any] | None = None, error_code: str | None = None,
+               error_message: str = "", duration_s: float = 11.8,
+               slot: str = "gpu:0/0") -> JobRecord:
+    """A finished job as the journal keeps it: completed, or failed with ``error_code``."""
+    failed = error_code is not None
+    body: dict[str, Any] = ({"error_code": error_code, "error_message": error_message,
+                             "metrics": {}} if failed else
+                            {"result": {"output": "ok"}, "metrics": {"duration_s": duration_s}})
+    return JobRecord(
+        job_id=job_id, state=JobState.DELIVERED, job_type=job_type,
+        payload=payload if payload is not None else {"type": job_type, "model": "llama3.2"},
+        constraints={}, slot=slot, outcome=Outcome.FAILED if failed else Outcome.COMPLETED,
+        error_code=error_code, endpoint="fail" if failed else "result", body=body, attempts=1,
+        last_error=None, claimed_at=now - duration_s - 1.5, started_at=now - duration_s,
+        finished_at=now, delivered_at=now + 0.2)
 
 
 def sample_events(now: float = T0) -> list[Event]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol, runtime_checkable
 
-from aitbc_miner.engine.snapshot import Event, Snapshot
+from aitbc_miner.engine.snapshot import Event, ReceiptView, Snapshot
+from aitbc_miner.journal import JobRecord
 
 Clock = Callable[[], float]
 SnapshotListener = Callable[[Snapshot], None]
@@ -22,6 +23,14 @@ class EngineLike(Protocol):
     def add_listener(self, listener: SnapshotListener) -> Callable[[], None]: ...
 
     def subscribe(self) -> AsyncIterator[Event]: ...
+
+    async def job_record(self, job_id: str) -> JobRecord | None:
+        """A job from the journal, finished or not: details stay readable after the end."""
+        ...
+
+    async def job_receipts(self, job_id: str) -> tuple[ReceiptView, ...]:
+        """The receipts stored for a job, oldest first."""
+        ...
 
     def pause(self) -> None: ...
 

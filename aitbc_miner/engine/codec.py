@@ -16,6 +16,7 @@ from enum import Enum
 from functools import cache
 from typing import Any
 
+from ..journal import JobRecord
 from ..money import amount_of
 from .snapshot import Event, ReceiptView, Snapshot
 
@@ -46,6 +47,12 @@ def snapshot_from_json(data: dict[str, Any]) -> Snapshot:
 def receipt_from_json(data: dict[str, Any]) -> ReceiptView:
     receipt: ReceiptView = _decode(ReceiptView, data)
     return receipt
+
+
+def job_from_json(data: dict[str, Any]) -> JobRecord:
+    """A journal record (``Engine.job_record``) back from its JSON."""
+    record: JobRecord = _decode(JobRecord, data)
+    return record
 
 
 def event_from_json(data: dict[str, Any]) -> Event | None:

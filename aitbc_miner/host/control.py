@@ -25,6 +25,8 @@ Routes (HTTP over the Unix socket, JSON bodies)::
                                 ``&before=ID`` older than ID, ``&after=ID`` newer than ID
     GET  /events                NDJSON stream of events (the recent ones first)
     GET  /receipts/{id}         a stored receipt as the coordinator signed it
+    GET  /jobs/{job_id}         a job as the journal keeps it, finished or not (404: unknown)
+    GET  /jobs/{job_id}/receipts  the receipts stored for that job, oldest first
     GET  /healthz | /readyz     200 or 503: engine running | registered, heartbeat recent
     POST /pause | /resume | /undrain
     POST /drain                 {"exit_when_drained": bool}
@@ -223,6 +225,8 @@ class ControlServer:
         app.router.add_get("/events", self._events)
         app.router.add_get("/receipts", self._receipts)
         app.router.add_get("/receipts/{receipt_id}", self._receipt)
+        app.router.add_get("/jobs/{job_id}", self._job)
+        app.router.add_get("/jobs/{job_id}/receipts", self._job_receipts)
         add_health_routes(app, self.engine)  # GET /healthz, /readyz: any reader may ask
         app.router.add_post("/pause", self._command(lambda e, _b: e.pause()))
         app.router.add_post("/resume", self._command(lambda e, _b: e.resume()))
@@ -357,6 +361,16 @@ class ControlServer:
         if body is None:
             return web.json_response({"status": "unknown receipt"}, status=404)
         return web.json_response(body)
+
+    async def _job(self, request: web.Request) -> web.Response:
+        record = await self.engine.job_record(request.match_info["job_id"])
+        if record is None:
+            return web.json_response({"status": "unknown job"}, status=404)
+        return web.json_response(to_jsonable(record))
+
+    async def _job_receipts(self, request: web.Request) -> web.Response:
+        receipts = await self.engine.job_receipts(request.match_info["job_id"])
+        return web.json_response({"items": to_jsonable(receipts)})
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})

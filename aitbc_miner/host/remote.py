@@ -31,8 +31,9 @@ from typing import Any
 import httpx
 
 from ..engine.bus import EventBus, SnapshotListener, Subscription
-from ..engine.codec import event_from_json, receipt_from_json, snapshot_from_json
+from ..engine.codec import event_from_json, job_from_json, receipt_from_json, snapshot_from_json
 from ..engine.snapshot import ReceiptView, Snapshot
+from ..journal import JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,24 @@ class RemoteEngine:
         except httpx.TransportError:
             return None
         return answer.json() if answer.status_code == 200 else None
+
+    async def job_record(self, job_id: str) -> JobRecord | None:
+        """The job as the agent's journal keeps it (None: unknown, or no answer)."""
+        try:
+            answer = await self._http.get(f"/jobs/{job_id}")
+        except httpx.TransportError:
+            return None
+        return job_from_json(answer.json()) if answer.status_code == 200 else None
+
+    async def job_receipts(self, job_id: str) -> tuple[ReceiptView, ...]:
+        """The receipts the agent stored for a job, oldest first (empty: none, or no answer)."""
+        try:
+            answer = await self._http.get(f"/jobs/{job_id}/receipts")
+        except httpx.TransportError:
+            return ()
+        if answer.status_code != 200:
+            return ()
+        return tuple(receipt_from_json(r) for r in answer.json().get("items", ()))
 
     async def receipts_before(self, receipt_id: str, limit: int = HEAD) -> tuple[ReceiptView, ...]:
         """The page of receipts just older than ``receipt_id`` (empty: none, or unknown)."""

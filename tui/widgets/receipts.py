@@ -9,6 +9,12 @@ and say why in words.
 An attached console's snapshots carry only the newest receipts; with a ``pager`` (the
 viewer's ``receipts_before``) the older ones are fetched a page at a time as the cursor
 or the scroll nears the oldest row loaded.
+
+Columns are as wide as what they hold (the widest units, price and verdict seen). ``s``
+cycles the sort column (time, job, units, price, verdict), ``S`` reverses it, ``/``
+searches (receipt id, job id, verdict, reason). While a sort or a search is on, the
+rows shown are a sorted copy, rebuilt only when receipts arrive; the selected receipt
+stays selected.
 """
 
 from __future__ import annotations
@@ -28,9 +34,12 @@ from textual.strip import Strip
 from aitbc_miner.engine.snapshot import ReceiptView, Snapshot
 
 from .. import fmt
+from .search import SORT_SEARCH_KEYS, SortAndSearch
 
 MAX_ROWS = 10_000
 PAGE = 200  # receipts asked for at a time when paging in older ones
+SORTS = ("time", "job", "units", "price", "verdict")
+DESCENDING = frozenset({"time", "units", "price"})  # biggest (newest) first unless reversed
 Pager = Callable[[str, int], Awaitable[Sequence[ReceiptView]]]
 
 
@@ -40,7 +49,7 @@ def _fit(text: str, width: int, right: bool = False) -> str:
     return text.rjust(width) if right else text.ljust(width)
 
 
-class ReceiptsTable(ScrollView, can_focus=True):
+class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
     """The receipts the coordinator issued for this miner's work."""
 
     DEFAULT_CSS = """
@@ -75,7 +84,10 @@ class ReceiptsTable(ScrollView, can_focus=True):
         Binding("home", "home", "Newest", show=False),
         Binding("end", "end", "Oldest", show=False),
         Binding("enter", "open", "Details", key_display="⏎"),
+        *SORT_SEARCH_KEYS,
     ]
+
+    search_what = "receipts: id, job, verdict, reason"
 
     class Open(Message):
         """Enter on a receipt: show its details."""
@@ -101,20 +113,38 @@ class ReceiptsTable(ScrollView, can_focus=True):
         self.applied = 0  # receipts added by the last show()
         self.added_total = 0  # receipts added one by one since mounting (tests read it)
         self.rebuilds = 0  # times the whole table was rebuilt (tests and the benchmark read it)
+        self.sort_by = "time"
+        self.reverse = False
+        self.search_text = ""
+        self._view: list[ReceiptView] | None = None  # shown, top first, while sorted/searched
+        self._cw = {"units": 5, "price": 5, "verdict": 7}  # widest cell seen per column
+        self.border_subtitle = "s sort · / search"
 
     # --- data -------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._rows)
+        """Rows shown (all loaded ones, or those a search keeps)."""
+        return len(self._rows) if self._view is None else len(self._view)
 
     def row(self, index: int) -> ReceiptView:
+        if self._view is not None:
+            return self._view[index]
         return self._rows[len(self._rows) - 1 - index]
 
     @property
     def selected(self) -> ReceiptView | None:
-        if not self._rows:
+        if not len(self):
             return None
-        return self.row(min(self.cursor, len(self._rows) - 1))
+        return self.row(min(self.cursor, len(self) - 1))
+
+    def _measure(self, receipts: Sequence[ReceiptView]) -> None:
+        """Widen the units, price and verdict columns to what these receipts need."""
+        cw = self._cw
+        for r in receipts:
+            cw["units"] = max(cw["units"], len(fmt.units(r.units, r.unit_type)))
+            cw["price"] = max(cw["price"], len(fmt.money(r.price)))
+            cw["verdict"] = max(cw["verdict"],
+                                len(fmt.verdict(r.verdict, r.counted, r.duplicate, r.reason)))
 
     def show(self, snap: Snapshot, now: float) -> None:
         self.now = now
@@ -129,6 +159,10 @@ class ReceiptsTable(ScrollView, can_focus=True):
         title += f", {self.flagged:,} NOT COUNTED)" if self.flagged else ")"
         if self.total > len(self._rows):
             title += f" · newest {len(self._rows):,} shown"
+        if self.sort_by != "time" or self.reverse:
+            title += f" · by {self.sort_by} {'▼' if self._descending else '▲'}"
+        if self.search_text:
+            title += f' · "{self.search_text}" {len(self):,} of {len(self._rows):,}'
         if title != self.border_title:  # setting it repaints every row, once a second
             self.border_title = title
 
@@ -149,6 +183,7 @@ class ReceiptsTable(ScrollView, can_focus=True):
                 return self._reset(receipts)
         else:
             fresh = list(receipts)
+        self._measure(fresh)
         added = 0
         for receipt in reversed(fresh):  # oldest of the new ones first
             if receipt.receipt_id in self._ids:
@@ -160,15 +195,20 @@ class ReceiptsTable(ScrollView, can_focus=True):
             added += 1
         if added:
             self.added_total += added
-            self._after_add(added)
+            if self._view is not None:
+                self._rebuild_view()
+            else:
+                self._after_add(added)
         return added
 
     def _reset(self, receipts: Sequence[ReceiptView]) -> int:
         key = self.selected.receipt_id if self.selected else None
+        searched, self._view = self._view is not None, None
         self.rebuilds += 1
         self._exhausted = False
         self._rows.clear()
         self._ids.clear()
+        self._measure(receipts[:MAX_ROWS])
         for receipt in reversed(receipts[:MAX_ROWS]):
             if receipt.receipt_id not in self._ids:
                 self._rows.append(receipt)
@@ -179,6 +219,8 @@ class ReceiptsTable(ScrollView, can_focus=True):
                 if self.row(i).receipt_id == key:
                     self.cursor = i
                     break
+        if searched:
+            self._rebuild_view(key)
         self._resize()
         return len(self._rows)
 
@@ -192,11 +234,62 @@ class ReceiptsTable(ScrollView, can_focus=True):
             self._resize()
 
     def _resize(self) -> None:
-        self.virtual_size = Size(self.scrollable_content_region.width, len(self._rows) + 1)
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self) + 1)
         self.refresh()
 
-    def on_resize(self) -> None:
+    # --- sort and search -------------------------------------------------------------
+
+    @property
+    def _descending(self) -> bool:
+        return (self.sort_by in DESCENDING) != self.reverse
+
+    def _matches(self, r: ReceiptView, needle: str) -> bool:
+        verdict = fmt.verdict(r.verdict, r.counted, r.duplicate, r.reason)
+        return needle in f"{r.receipt_id} {r.job_id} {r.verdict} {verdict} {r.reason}".lower()
+
+    def _sort_value(self, r: ReceiptView) -> object:
+        by = self.sort_by
+        if by == "job":
+            return r.job_id
+        if by == "units":
+            return r.units if r.units is not None else -1.0
+        if by == "price":
+            return r.price if r.price is not None else -1.0
+        if by == "verdict":
+            return (fmt.verdict_ok(r.verdict, r.counted, r.duplicate), r.verdict)
+        return r.received_at
+
+    def _rebuild_view(self, keep: str | None = None) -> None:
+        """The rows shown, sorted and searched; the selected receipt stays selected."""
+        if keep is None and self.selected is not None:
+            keep = self.selected.receipt_id
+        if self.sort_by == "time" and not self.reverse and not self.search_text:
+            self._view = None
+        else:
+            rows = list(self._rows)  # oldest first: a stable sort keeps ties oldest first
+            if self.search_text:
+                needle = self.search_text.lower()
+                rows = [r for r in rows if self._matches(r, needle)]
+            if self.sort_by != "time":
+                rows.sort(key=self._sort_value)
+            if self._descending:
+                rows.reverse()
+            self._view = rows
+        self.cursor = 0
+        if keep is not None:
+            for i in range(len(self)):
+                if self.row(i).receipt_id == keep:
+                    self.cursor = i
+                    break
         self._resize()
+        self._move(self.cursor)
+        self._retitle()
+
+    def next_sort(self) -> str:
+        return SORTS[(SORTS.index(self.sort_by) + 1) % len(SORTS)]
+
+    def resort(self) -> None:
+        self._rebuild_view()
 
     # --- paging in older receipts (attached consoles) ----------------------------
 
@@ -220,6 +313,7 @@ class ReceiptsTable(ScrollView, can_focus=True):
             self._paging = False
         if not self._rows or self._rows[0].receipt_id != oldest:
             return  # the table started over meanwhile
+        self._measure(page)
         added = 0
         for receipt in page:  # newest first, each older than the last
             if len(self._rows) >= MAX_ROWS:
@@ -230,6 +324,8 @@ class ReceiptsTable(ScrollView, can_focus=True):
                 added += 1
         self._exhausted = added == 0
         self.pages += 1
+        if self._view is not None and added:
+            self._rebuild_view()
         self._retitle()
         self._resize()
         self._want_older()
@@ -245,9 +341,9 @@ class ReceiptsTable(ScrollView, can_focus=True):
         return max(1, self.scrollable_content_region.height - 1)
 
     def _move(self, index: int) -> None:
-        if not self._rows:
+        if not len(self):
             return
-        self.cursor = max(0, min(len(self._rows) - 1, index))
+        self.cursor = max(0, min(len(self) - 1, index))
         top = int(self.scroll_y)
         if self.cursor < top:
             self.scroll_to(y=self.cursor, animate=False, immediate=True)
@@ -266,7 +362,7 @@ class ReceiptsTable(ScrollView, can_focus=True):
         self._move(0)
 
     def action_end(self) -> None:
-        self._move(len(self._rows) - 1)
+        self._move(len(self) - 1)
 
     def action_open(self) -> None:
         if self.selected is not None:
@@ -282,13 +378,27 @@ class ReceiptsTable(ScrollView, can_focus=True):
 
     # --- drawing -----------------------------------------------------------------
 
-    def _columns(self, width: int) -> list[tuple[str, int, bool]]:
-        cols = [("time", 8, False), ("job", 10, False), ("units", 12, True),
-                (f"price {self.currency}", 13, True), ("verdict", 16, False)]
-        used = sum(w for _, w, _ in cols) + len(cols)
+    def _columns(self, width: int) -> list[tuple[str, str, int, bool]]:
+        """(key, label, width, right-aligned): each as wide as its widest cell; the
+        receipt id and the reason join when there is room."""
+        cw = self._cw
+        price = f"price {self.currency}"
+        cols = [("time", "time", 8, False), ("job", "job", 10, False),
+                ("units", "units", cw["units"], True),
+                ("price", price, max(len(price), cw["price"]), True),
+                ("verdict", "verdict", cw["verdict"], False)]
+        used = sum(c[2] for c in cols) + len(cols) - 1
+        if used > width:  # narrow: shorter job ids and price label
+            cols[1] = ("job", "job", 8, False)
+            cols[3] = ("price", self.currency, max(len(self.currency), cw["price"]), True)
+            used = sum(c[2] for c in cols) + len(cols) - 1
         if width - used >= 30:
-            cols.append(("receipt", 12, False))
-            cols.append(("why", max(8, width - used - 13), False))
+            cols.append(("receipt", "receipt", 12, False))
+            cols.append(("why", "why", max(8, width - used - 14), False))
+        if self.sort_by != "time" or self.reverse:
+            mark = " ▼" if self._descending else " ▲"
+            cols = [(k, label + mark if k == self.sort_by else label, max(w, len(label) + 2)
+                     if k == self.sort_by else w, right) for k, label, w, right in cols]
         return cols
 
     def render_line(self, y: int) -> Strip:
@@ -297,19 +407,21 @@ class ReceiptsTable(ScrollView, can_focus=True):
         cols = self._columns(width)
         if y == 0:
             style = base + self.get_component_rich_style("receipts-table--header")
-            text = " ".join(_fit(name, w, right) for name, w, right in cols)
+            text = " ".join(_fit(label, w, right) for _, label, w, right in cols)
             return Strip([Segment(_fit(text, width), style)], width)
         index = int(self.scroll_y) + y - 1
-        if not self._rows:
+        if not len(self):
             if y == 1:
                 style = base + self.get_component_rich_style("receipts-table--empty")
-                return Strip([Segment(_fit("no receipts yet", width), style)], width)
+                empty = (f'no receipt matches "{self.search_text}"' if self.search_text
+                         else "no receipts yet")
+                return Strip([Segment(_fit(empty, width), style)], width)
             return Strip.blank(width, base)
-        if index >= len(self._rows):
+        if index >= len(self):
             return Strip.blank(width, base)
         return self._row_strip(self.row(index), index, cols, width, base)
 
-    def _row_strip(self, r: ReceiptView, index: int, cols: list[tuple[str, int, bool]],
+    def _row_strip(self, r: ReceiptView, index: int, cols: list[tuple[str, str, int, bool]],
                    width: int, base: RichStyle) -> Strip:
         good = fmt.verdict_ok(r.verdict, r.counted, r.duplicate)
         row_style = RichStyle()  # applied last: the highlight of a bad row, the cursor
@@ -319,19 +431,22 @@ class ReceiptsTable(ScrollView, can_focus=True):
         if index == self.cursor:
             cursor = self._component("receipts-table--cursor")
             row_style += RichStyle(bgcolor=cursor.bgcolor, bold=cursor.bold)
-        verdict = fmt.verdict(r.verdict, r.counted, r.duplicate, r.reason)
-        values = [fmt.clock_time(r.received_at, self.now), fmt.short_id(r.job_id, 10),
-                  fmt.units(r.units, r.unit_type), fmt.money(r.price), verdict,
-                  fmt.short_id(r.receipt_id, 12), r.reason or ("duplicate" if r.duplicate else "")]
-        column_styles = {0: RichStyle(color=self._component("receipts-table--muted").color),
-                         4: RichStyle(color=self._component("receipts-table--ok").color)
+        job_w = next((w for k, _, w, _ in cols if k == "job"), 10)
+        values = {"time": fmt.clock_time(r.received_at, self.now),
+                  "job": fmt.short_id(r.job_id, job_w),
+                  "units": fmt.units(r.units, r.unit_type), "price": fmt.money(r.price),
+                  "verdict": fmt.verdict(r.verdict, r.counted, r.duplicate, r.reason),
+                  "receipt": fmt.short_id(r.receipt_id, 12),
+                  "why": r.reason or ("duplicate" if r.duplicate else "")}
+        column_styles = {"time": RichStyle(color=self._component("receipts-table--muted").color),
+                         "verdict": RichStyle(color=self._component("receipts-table--ok").color)
                          } if good else {}
         segments: list[Segment] = []
-        for i, (_, w, right) in enumerate(cols):
+        for i, (key, _, w, right) in enumerate(cols):
             if i:
                 segments.append(Segment(" ", base + row_style))
-            style = base + column_styles.get(i, RichStyle()) + row_style
-            segments.append(Segment(_fit(values[i], w, right), style))
+            style = base + column_styles.get(key, RichStyle()) + row_style
+            segments.append(Segment(_fit(values[key], w, right), style))
         strip = Strip(segments)
         return strip.extend_cell_length(width, base + row_style).crop(0, width)
 
