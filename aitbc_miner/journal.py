@@ -39,6 +39,7 @@ class JobState(StrEnum):
     UNCERTAIN = "uncertain"  # a delivery may or may not have arrived
     DELIVERED = "delivered"  # the coordinator answered 200 (or provably has it)
     REJECTED = "rejected"  # the coordinator refused the outcome for good
+    HANDED_OFF = "handed_off"  # given to the fleet's retry queue: another rig runs it
 
 
 class Outcome(StrEnum):
@@ -50,7 +51,7 @@ class Outcome(StrEnum):
 
 ACTIVE_STATES = frozenset({JobState.CLAIMED, JobState.RUNNING})
 OUTBOX_STATES = frozenset({JobState.STAGED, JobState.UNCERTAIN})
-FINAL_STATES = frozenset({JobState.DELIVERED, JobState.REJECTED})
+FINAL_STATES = frozenset({JobState.DELIVERED, JobState.REJECTED, JobState.HANDED_OFF})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -95,6 +96,14 @@ CREATE TABLE IF NOT EXISTS receipts (
     body        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS receipts_job ON receipts(job_id);
+CREATE TABLE IF NOT EXISTS fleet_jobs (
+    job_id       TEXT PRIMARY KEY,
+    claimed_by   TEXT,
+    ran_by       TEXT,
+    delivered_by TEXT,
+    note         TEXT,
+    mirrored     INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS payments (
     job_id         TEXT PRIMARY KEY,
     amount         TEXT,
@@ -263,6 +272,38 @@ class Journal:
 
     async def mark_delivered(self, job_id: str, detail: str = "") -> None:
         await self._set_state(job_id, JobState.DELIVERED, detail or None, delivered=True)
+
+    # --- the fleet's writes (docs/fleet.md) ------------------------------------------
+
+    async def mark_handed_off(self, job_id: str, detail: str) -> None:
+        """The job went to the fleet's retry queue: another rig runs and delivers it."""
+        await self._set_state(job_id, JobState.HANDED_OFF, detail)
+
+    async def record_fleet(self, job_id: str, *, claimed_by: str | None = None,
+                           ran_by: str | None = None, delivered_by: str | None = None,
+                           note: str | None = None, mirrored: bool = False) -> None:
+        """Who claimed, ran and delivered a job that crossed rigs (unset fields kept);
+        ``mirrored``: its outcome is (or is about to be) in the fleet's care."""
+        await self._write([(
+            "INSERT INTO fleet_jobs(job_id, claimed_by, ran_by, delivered_by, note, mirrored)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(job_id) DO UPDATE SET"
+            " claimed_by=COALESCE(excluded.claimed_by, claimed_by),"
+            " ran_by=COALESCE(excluded.ran_by, ran_by),"
+            " delivered_by=COALESCE(excluded.delivered_by, delivered_by),"
+            " note=COALESCE(excluded.note, note), mirrored=MAX(mirrored, excluded.mirrored)",
+            (job_id, claimed_by, ran_by, delivered_by, note, int(mirrored)))])
+
+    async def fleet_job(self, job_id: str) -> dict[str, Any] | None:
+        """The fleet row of a job (claimed_by, ran_by, delivered_by, note, mirrored)."""
+        async with self._db.execute(
+            "SELECT claimed_by, ran_by, delivered_by, note, mirrored FROM fleet_jobs"
+            " WHERE job_id=?", (job_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        names = ("claimed_by", "ran_by", "delivered_by", "note", "mirrored")
+        return {**dict(zip(names, row, strict=True)), "mirrored": bool(row[4])}
 
     async def _set_state(
         self, job_id: str, state: JobState, error: str | None, *, attempts: int = 0,

@@ -27,13 +27,16 @@ from ..journal import Journal
 from ..runners import RunnerRegistry
 from ..untrusted import scrub
 from .bus import EventBus
+from .fleetlink import FleetLink
 from .slots import Slot, SlotPool
 from .snapshot import (
+    FLEET_UNREACHABLE,
     ConnectionView,
     Counters,
     DiskView,
     Earnings,
     Event,
+    FleetStatus,
     GpuStatus,
     Link,
     LinkChanged,
@@ -135,6 +138,8 @@ class Core:
         self.bus = EventBus()
 
         self.warnings: tuple[str, ...] = ()  # the registry's standing warnings, set at start
+        self.fleet: FleetLink | None = None  # set by a fleet (docs/fleet.md); None: a lone rig
+        self.fleet_status = FleetStatus()
         self.paused = False
         self.draining = False
         self.exit_when_drained = False
@@ -249,12 +254,14 @@ class Core:
             recent=tuple(reversed(self.recent)),
             poll_interval_s=self.poll_interval_s,
             polls_in_flight=self.polls_in_flight,
-            warnings=self.warnings + self.gpu.warnings,
+            warnings=self.warnings + self.gpu.warnings + ((FLEET_UNREACHABLE,)
+                                      if self.fleet_status.state == "unreachable" else ()),
             receipts=tuple(self.receipts),
             earnings=self.earnings,
             gpu=self.gpu,
             disk=self.disk,
             started_at=self.started_at,
+            fleet=self.fleet_status,
         )
 
     def changed(self) -> None:

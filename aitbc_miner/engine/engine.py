@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import random
 import time
@@ -22,11 +21,12 @@ from typing import Any
 import httpx
 
 from .. import workspace
+from ..codes import ErrorCode
 from ..coordinator import CoordinatorClient, ExchangeObserver
 from ..gpu import GpuView as TelemetryGpuView
 from ..gpu import Sampler, TelemetrySnapshot
 from ..identity.signed_result import ResultSigner
-from ..journal import JobRecord, Journal
+from ..journal import JobRecord, Journal, Outcome
 from ..protocol import AssignedJob, is_job_id, shown_job_id
 from ..runners import RunnerRegistry
 from ..runners.builtin import BuiltinRunner
@@ -36,7 +36,7 @@ from .core import Core, HeldJob, Tuning, payload_view
 from .disk import check_disk, watch_disk
 from .earnings import keep_earnings, observe_energy
 from .gpu import gpu_status
-from .jobrun import GPU_LOST_REASON, JobRun
+from .jobrun import DRAIN_GRACE_REASON, GPU_LOST_REASON, JobRun
 from .outbox import Outbox
 from .payments import sync_payments
 from .poller import Poller
@@ -139,19 +139,6 @@ class Engine:
             body["provider"] = "***"  # 2026-01 names a miner by its key
         return body
 
-    async def job_record(self, job_id: str) -> JobRecord | None:
-        """A job as the journal keeps it, running or long finished (None: never held):
-        its state, outcome, error code, timings and the body it delivered. The payload
-        is shown as the console may show it: secret-looking keys masked, long values cut."""
-        record = await self.core.journal.get(job_id)
-        if record is None:
-            return None
-        return dataclasses.replace(record, payload=dict(payload_view(record.payload)))
-
-    async def job_receipts(self, job_id: str) -> tuple[ReceiptView, ...]:
-        """The receipts stored for a job, oldest first (a second one is a duplicate)."""
-        return tuple(ReceiptView.of(r) for r in await self.core.journal.receipts(job_id))
-
     @property
     def journal(self) -> Journal:
         return self.core.journal
@@ -223,7 +210,7 @@ class Engine:
         if self.core.held:
             log.warning("drain grace of %.0fs is over; canceling %d job(s)", grace_s,
                         len(self.core.held))
-            self.cancel_all("drain grace elapsed")
+            self.cancel_all(DRAIN_GRACE_REASON)
 
     # --- running ---------------------------------------------------------------------
 
@@ -364,17 +351,64 @@ class Engine:
                         extra={"job_id": job_id})
             core.wake_session.set()  # the heartbeat repairs its in-flight count
             return
+        self._hold(held, payload, f"claimed job {job_id}")
+        if core.fleet is not None and not bad:
+            await core.fleet.claimed(job_id, payload, constraints)
+        assert self._tg is not None
+        held.task = self._tg.create_task(self._job(held, payload, constraints, bad),
+                                         name=f"job-{job_id}")
+
+    def _hold(self, held: HeldJob, payload: dict[str, Any], what: str) -> None:
+        core = self.core
         job_type, model = payload.get("type"), payload.get("model")
         held.job_type = job_type if isinstance(job_type, str) and job_type else "?"
         held.model = model if isinstance(model, str) else None
         held.payload_view = payload_view(payload)
-        core.held[job_id] = held
+        core.held[held.job_id] = held
         core.count(claimed=1)
-        core.emit(JobClaimed(at=core.clock(), job_id=job_id, job_type=held.job_type,
-                             message=f"claimed job {job_id} ({held.job_type})"))
-        assert self._tg is not None
-        held.task = self._tg.create_task(self._job(held, payload, constraints, bad),
+        core.emit(JobClaimed(at=core.clock(), job_id=held.job_id, job_type=held.job_type,
+                             message=f"{what} ({held.job_type})"))
+
+    # --- what a fleet does (docs/fleet.md; the engine never imports Redis) ---------------
+
+    async def run_fleet_job(self, job_id: str, payload: dict[str, Any],
+                            constraints: dict[str, Any], *, claimed_by: str,
+                            handed_by: str) -> bool:
+        """Run a job another rig claimed and handed to the fleet; its outcome goes out
+        through our outbox, fenced. False: we know this job already (it is never run twice
+        here) or the engine is not running."""
+        core = self.core
+        if self._tg is None or core.stopped.is_set() or not is_job_id(job_id):
+            return False
+        if not await core.journal.claim(job_id, payload, constraints):
+            return False
+        me = core.fleet.rig_id if core.fleet is not None else core.tuning.miner_id
+        await core.journal.record_fleet(job_id, claimed_by=claimed_by, ran_by=me,
+                                        note=f"handed over by rig {handed_by}")
+        held = HeldJob(job_id=job_id, job_type="?", claimed_at=core.clock())
+        self._hold(held, payload, f"took job {job_id} from the fleet (rig {handed_by})")
+        if core.fleet is not None:
+            await core.fleet.claimed(job_id, payload, constraints)
+        core.wake_session.set()  # the heartbeat counts it as ours: our /result releases it
+        held.task = self._tg.create_task(self._job(held, payload, constraints, None),
                                          name=f"job-{job_id}")
+        return True
+
+    async def adopt_outcome(self, record: JobRecord, *, claimed_by: str, ran_by: str) -> bool:
+        """Deliver an outcome another rig staged and could not (its lease ran out): it is
+        journaled here as staged and goes through our outbox, fenced. False: known here."""
+        core = self.core
+        if not await core.journal.claim(record.job_id, record.payload, record.constraints):
+            return False
+        await core.journal.record_fleet(record.job_id, claimed_by=claimed_by, ran_by=ran_by,
+                                        note="outcome adopted from a rig whose lease ran out",
+                                        mirrored=True)
+        codes = {c.value: c for c in ErrorCode}
+        code = codes.get(record.error_code) if record.error_code else None
+        await core.journal.stage(record.job_id, record.outcome or Outcome.FAILED,
+                                 record.endpoint or "fail", record.body or {}, code)
+        self.outbox.enqueue(record.job_id)
+        return True
 
     async def _job(self, held: HeldJob, payload: dict[str, Any], constraints: dict[str, Any],
                    bad: str | None) -> None:

@@ -23,10 +23,18 @@ from ..untrusted import scrub
 from .core import Core, HeldJob
 from .disk import write_failed
 from .slots import NoSlotOfKind
-from .snapshot import JobFinished, JobLogLine, JobStarted, OutcomeUnstaged, OutcomeView
+from .snapshot import (
+    JobFinished,
+    JobHandedOff,
+    JobLogLine,
+    JobStarted,
+    OutcomeUnstaged,
+    OutcomeView,
+)
 
 Enqueue = Any  # Callable[[str], None]; the outbox's enqueue
 GPU_LOST_REASON = "gpu lost"  # cancel reason of a job whose GPU fell off the bus: E_GPU_LOST
+DRAIN_GRACE_REASON = "drain grace elapsed"  # cancel reason when a drain's deadline comes
 
 log = logging.getLogger("aitbc_miner.engine")
 
@@ -55,6 +63,9 @@ class JobRun:
             try:
                 slot = await core.pool.acquire(runner.slot_kind, held.job_id, constraints)
             except NoSlotOfKind as exc:
+                if await self._hand_off(held, payload, constraints, ErrorCode.E_UNSUPPORTED,
+                                        str(exc)):
+                    return
                 raise JobFailed(ErrorCode.E_UNSUPPORTED, str(exc)) from exc
             held.slot = slot
             if core.telemetry is not None and slot.gpu_uuid is not None:
@@ -91,7 +102,9 @@ class JobRun:
                 body["result"] = await self._signed(held.job_id, output.result, metrics)
             await self._stage(held, Outcome.COMPLETED, "result", body, None, started)
         except JobFailed as exc:
-            await self._stage_failure(held, exc.code, exc.message, exc.metrics, started)
+            if not (exc.code is ErrorCode.E_BACKEND_UNAVAILABLE and await self._hand_off(
+                    held, payload, constraints, exc.code, exc.message)):
+                await self._stage_failure(held, exc.code, exc.message, exc.metrics, started)
         except TimeoutError:
             await self._stage_failure(held, ErrorCode.E_TIMEOUT,
                                       f"ran past its {self.timeout_for(payload):g}s limit", {},
@@ -100,6 +113,11 @@ class JobRun:
             reason = held.cancel_reason
             if held.staged:
                 pass  # cancelled while its outcome was being written: that outcome stands
+            elif reason in (GPU_LOST_REASON, DRAIN_GRACE_REASON) and await self._hand_off(
+                    held, payload, constraints,
+                    ErrorCode.E_GPU_LOST if reason == GPU_LOST_REASON else ErrorCode.E_CANCELED,
+                    reason):
+                pass
             elif reason == GPU_LOST_REASON:
                 await self._stage_failure(held, ErrorCode.E_GPU_LOST,
                                           f"GPU {held.slot.gpu_uuid if held.slot else '?'} was "
@@ -121,6 +139,32 @@ class JobRun:
             core.held.pop(held.job_id, None)
             core.wake_poll.set()
             core.changed()
+
+    async def _hand_off(self, held: HeldJob, payload: dict[str, Any],
+                        constraints: dict[str, Any], code: ErrorCode, message: str) -> bool:
+        """Give the job to the fleet's retry queue instead of failing it (docs/fleet.md).
+        False (the job fails here as before): no fleet, or the fleet could not take it."""
+        core, fleet = self.core, self.core.fleet
+        if fleet is None or held.staged:
+            return False
+        held.staged = True  # from here on it is too late to cancel
+        if not await fleet.hand_off(held.job_id, held.job_type, payload, constraints, code,
+                                    message):
+            held.staged = False
+            return False
+        try:
+            await core.journal.mark_handed_off(held.job_id, f"{code.value}: {scrub(message)}")
+        except Exception as exc:  # the fleet has it; our journal says running: on restart
+            # it is staged E_INTERRUPTED, and the fleet's fencing lets only one outcome out
+            log.error("job %s: handed to the fleet, but the journal refused to say so: %s",
+                      held.job_id, exc, extra={"job_id": held.job_id})
+        core.count(handed_off=1)
+        core.emit(JobHandedOff(at=core.clock(), job_id=held.job_id, code=code.value,
+                               reason=scrub(message),
+                               message=f"job {held.job_id} handed to the fleet's retry queue "
+                               f"({code.value}: {scrub(message)}); another rig runs it"))
+        core.wake_session.set()  # the next heartbeat no longer counts it as ours
+        return True
 
     async def _stage_failure(self, held: HeldJob, code: ErrorCode, message: str,
                              metrics: Mapping[str, Any], started: float | None) -> None:

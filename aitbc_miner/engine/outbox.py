@@ -40,6 +40,7 @@ from ..coordinator import (
 from ..journal import FINAL_STATES, JobRecord, JobState, ReceiptRecord
 from ..receipts import verify
 from .core import Core
+from .fleetlink import FLEET_WAIT_S, Permit
 from .snapshot import (
     AuthRefusedEvent,
     DeliveryProblem,
@@ -60,6 +61,7 @@ class Outbox:
         # /result jobs resent after an uncertain try the coordinator could not be asked
         # about: the coordinator may hold an earlier receipt, so the one we get is flagged.
         self._resent_blind: set[str] = set()
+        self._permits: dict[str, Permit] = {}  # the fleet's fence of each send in progress
 
     def enqueue(self, job_id: str) -> None:
         if job_id in self._pending:
@@ -102,11 +104,18 @@ class Outbox:
                 return
             if record.state is JobState.UNCERTAIN:
                 if await self._resolve(record):
+                    await self._settled(record)
                     return
                 continue
+            permit = await self._permit(record)
+            if permit is None:
+                continue  # the fleet asked us to wait: ask again
+            if permit.done_by is not None:
+                return
             await core.journal.mark_uncertain(job_id, f"sending /{record.endpoint}")
             try:
                 await self._send(record)
+                await self._settled(record)
                 return
             except Uncertain as exc:
                 core.count(uncertain=1)
@@ -114,6 +123,7 @@ class Outbox:
                 self._problem(record, backoff.attempt, delay, f"{exc}; outcome uncertain")
             except (NotFound, Invalid) as exc:
                 await core.journal.mark_rejected(job_id, str(exc))
+                await self._settled(record)
                 core.count(rejected=1)
                 self._problem(record, backoff.attempt + 1, None,
                               f"the coordinator refused the outcome for good: {exc}")
@@ -137,6 +147,33 @@ class Outbox:
                     exc.retry_after if isinstance(exc, RateLimited) else None)
                 self._problem(record, backoff.attempt, delay, str(exc))
             await asyncio.sleep(delay)
+
+    async def _permit(self, record: JobRecord) -> Permit | None:
+        """May this send go out (docs/fleet.md)? A lone rig always may. With a fleet, the
+        fleet's fencing decides: ``None`` after a wait (ask again); ``done_by`` set: another
+        rig delivered the job, which is now settled here without a send."""
+        core = self.core
+        if core.fleet is None:
+            return Permit()
+        permit = await core.fleet.permit(record)
+        if permit is None:
+            await asyncio.sleep(FLEET_WAIT_S)
+            return None
+        if permit.done_by is not None:
+            await core.journal.mark_delivered(
+                record.job_id, f"delivered by rig {permit.done_by}; not sent from here")
+            await core.journal.record_fleet(record.job_id, delivered_by=permit.done_by)
+            core.set_loop("outbox", f"job {record.job_id} was delivered by rig "
+                          f"{permit.done_by}")
+            return permit
+        self._permits[record.job_id] = permit
+        return permit
+
+    async def _settled(self, record: JobRecord) -> None:
+        """The coordinator settled a send (delivered or refused for good): tell the fleet."""
+        permit = self._permits.pop(record.job_id, None)
+        if self.core.fleet is not None and permit is not None:
+            await self.core.fleet.sent(record, permit)
 
     async def _send(self, record: JobRecord) -> None:
         core = self.core

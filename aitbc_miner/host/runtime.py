@@ -11,6 +11,7 @@ miner runs on without it, as if headless, until a termination signal (docs/attac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -197,8 +198,10 @@ class Host:
                  control_access: ControlAccess | None = None,
                  metrics_address: tuple[str, int] | None = None,
                  reload: Callable[[], Reloaded] | None = None,
-                 detachable: bool = True) -> None:
+                 detachable: bool = True,
+                 fleet: Callable[[], Awaitable[None]] | None = None) -> None:
         self.engine = engine
+        self.fleet = fleet  # the fleet's loops (docs/fleet.md), run beside the engine
         self.detachable = detachable  # False: losing the console's terminal stops the miner
         self.reload = reload  # reads the config again and applies what it can
         self.drain_grace_s = drain_grace_s
@@ -288,6 +291,8 @@ class Host:
         if self.metrics is not None:
             await self.metrics.start()
         engine_task = asyncio.create_task(self.engine.run(), name="engine")
+        fleet_task = (asyncio.create_task(self.fleet(), name="fleet")
+                      if self.fleet is not None else None)
         try:
             if ui is not None:
                 await ui(self.engine)
@@ -300,6 +305,10 @@ class Host:
                     self.engine.stop()
             await engine_task
         finally:
+            if fleet_task is not None:
+                fleet_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await fleet_task
             watcher.cancel()
             systemd.cancel()
             self.notifier.close()

@@ -1,0 +1,52 @@
+"""A Redis client for the fleet from the ``fleet:`` settings: one URL (AUTH/ACL user and
+password in it, ``rediss://`` for TLS, all as redis-py reads them) or Sentinel.
+
+Timeouts are short on purpose: a rig whose Redis is away must notice within seconds and
+go on alone (docs/fleet.md); the fleet's loops retry, so the client does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+
+from ..config.model import FleetSettings
+
+SOCKET_TIMEOUT_S = 5.0  # one command's answer; blocking reads ask for less
+CONNECT_TIMEOUT_S = 2.0
+
+
+def connect(settings: FleetSettings) -> Redis:
+    """The client (no connection is made until the first command)."""
+    if settings.redis_url is None:
+        raise ValueError("fleet.redis_url is not set")
+    url = settings.redis_url.get_secret_value()
+    common: dict[str, Any] = {
+        "socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        # Bytes that are not UTF-8 (any client may write any key) read as U+FFFD, never
+        # as an exception out of a read.
+        "decode_responses": True, "encoding_errors": "replace", "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 15,
+    }
+    if not settings.sentinel:
+        client: Redis = Redis.from_url(url, **common)
+        return client
+    parts = urlsplit(url)
+    auth: dict[str, Any] = {
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+        "db": int(parts.path.strip("/") or 0) if parts.path.strip("/").isdigit() else 0,
+    }
+    if parts.scheme == "rediss":
+        auth["ssl"] = True
+    sentinels = [(host, int(port)) for host, _, port in
+                 (item.rpartition(":") for item in settings.sentinel)]
+    sentinel = Sentinel(sentinels, socket_timeout=SOCKET_TIMEOUT_S,  # type: ignore[no-untyped-call]
+                        socket_connect_timeout=CONNECT_TIMEOUT_S)
+    master: Redis = sentinel.master_for(settings.sentinel_service, **common, **auth)
+    return master
