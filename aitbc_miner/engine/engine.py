@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -138,6 +139,19 @@ class Engine:
         if body is not None and body.get("provider") == self.core.miner_key:
             body["provider"] = "***"  # 2026-01 names a miner by its key
         return body
+
+    async def job_record(self, job_id: str) -> JobRecord | None:
+        """A job as the journal keeps it, running or long finished (None: never held):
+        its state, outcome, error code, timings and the body it delivered. The payload
+        is shown as the console may show it: secret-looking keys masked, long values cut."""
+        record = await self.core.journal.get(job_id)
+        if record is None:
+            return None
+        return dataclasses.replace(record, payload=dict(payload_view(record.payload)))
+
+    async def job_receipts(self, job_id: str) -> tuple[ReceiptView, ...]:
+        """The receipts stored for a job, oldest first (a second one is a duplicate)."""
+        return tuple(ReceiptView.of(r) for r in await self.core.journal.receipts(job_id))
 
     @property
     def journal(self) -> Journal:
