@@ -64,7 +64,7 @@ async def test_metrics_count_jobs_receipts_and_gpus(devnet: Devnet, make_engine)
     assert m[("aitbc_miner_link", (("link", "registered"),))] == 1
     assert m[("aitbc_miner_slots", (("kind", "cpu"), ("state", "idle")))] == 2
     assert m[("aitbc_miner_ready", ())] == 1
-    verified = engine.snapshot().earnings.verified.amount
+    verified = float(engine.snapshot().earnings.verified.amount)  # exposition is float
     assert m[("aitbc_miner_earnings_aitbc_total", (("state", "verified"),))] == verified
     gpu = (("index", "0"), ("name", "NVIDIA L4"), ("uuid", "GPU-1"))
     assert m[("aitbc_miner_gpu_utilization_percent", gpu)] == 87.0
