@@ -110,15 +110,16 @@ def main() -> None:
     proc, close = in_pty(argv, env, (width, height))
     started = time.monotonic()
     points: list[tuple[float, float]] = []
-    until = args.minutes * 60 + (5 if args.trace else 0)
     try:
-        while (elapsed := time.monotonic() - started) < until:
+        while (elapsed := time.monotonic() - started) <= args.minutes * 60:
             if proc.poll() is not None:
                 break
             mib = rss_mib(proc.pid)
             points.append((elapsed, mib))
             print(f"  {elapsed / 60:6.1f} min  RSS {mib:7.1f} MiB", flush=True)
-            time.sleep(min(args.every, max(0.1, args.minutes * 60 - elapsed)))
+            if elapsed >= args.minutes * 60:
+                break
+            time.sleep(min(args.every, args.minutes * 60 - elapsed))
         if args.trace:
             proc.wait(timeout=60)
     finally:

@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,10 +92,14 @@ def ollama_key(name: str) -> str:
 class FakeLLMServer:
     """An aiohttp app on 127.0.0.1 with scriptable generation and disconnect recording."""
 
-    def __init__(self, *, default: Behavior | None = None) -> None:
+    def __init__(self, *, default: Behavior | None = None,
+                 keep_records: int | None = None) -> None:
+        """``keep_records``: how many of the newest generations ``records`` keeps (None:
+        all of them, as tests want; a long-running demo keeps a few)."""
         self.default = default or Behavior()
         self.rules: list[tuple[Callable[[StreamRecord], bool], Behavior]] = []
-        self.records: list[StreamRecord] = []
+        self.records: deque[StreamRecord] = deque(maxlen=keep_records)
+        self.generations = 0
         self.calls: Counter[str] = Counter()  # "METHOD /path" -> count
         self.fail_all: int | None = None  # answer every request with this status (error mode)
         self.port = 0
@@ -202,7 +206,8 @@ class FakeLLMServer:
         raise NotImplementedError
 
     def new_record(self, path: str, body: dict[str, Any], model: str, text: str) -> StreamRecord:
-        record = StreamRecord(id=len(self.records) + 1, path=path, body=body, model=model,
+        self.generations += 1
+        record = StreamRecord(id=self.generations, path=path, body=body, model=model,
                               prompt_text=text, started_at=time.monotonic(),
                               prompt_tokens=count_prompt_tokens(text))
         self.records.append(record)
@@ -267,8 +272,8 @@ class FakeOllama(FakeLLMServer):
 
     def __init__(self, models: list[str] | None = None, *, pullable: list[str] | None = None,
                  default: Behavior | None = None, vram: bool = True,
-                 version: str = "0.9.6") -> None:
-        super().__init__(default=default)
+                 version: str = "0.9.6", keep_records: int | None = None) -> None:
+        super().__init__(default=default, keep_records=keep_records)
         self.models: list[str] = list(models if models is not None else ["llama3.2:latest"])
         self.pullable = set(pullable or [])
         self.vram = vram

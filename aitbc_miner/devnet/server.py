@@ -58,11 +58,13 @@ class Devnet:
         rate_limits: RateLimits = None,
         rate_limit_scale: float = 1.0,
         clock: Clock | None = None,
+        request_log_size: int = REQUEST_LOG_SIZE,
     ) -> None:
         """``rate_limits``: None = the dialect's default (2026-08 on, 2026-01 off), scaled by
         ``rate_limit_scale``; False = off; a mapping ``{"poll": (5, 1.0)}`` = exactly those
         (requests, window seconds). ``signing_key``: key object, 32 bytes or hex; absent, the
         key stored in ``state_path`` (or a new one, stored). ``clock``: default wall time.
+        ``request_log_size``: how many requests ``request_log`` remembers.
         """
         self.dialect = Dialect(dialect)
         self.host, self.port = host, port
@@ -75,7 +77,7 @@ class Devnet:
         self.limiter = RateLimiter(limits, self.clock)
         self.requests: Counter[str] = Counter()
         # Every request as it arrived ("POST /v1/miners/<id>/fail?..."), routed or not.
-        self.request_log: deque[str] = deque(maxlen=REQUEST_LOG_SIZE)
+        self.request_log: deque[str] = deque(maxlen=request_log_size)
         self._given_key = to_key(signing_key) if signing_key is not None else None
         self._receipt_signing = receipt_signing
         self._store: Store | None = None

@@ -28,6 +28,7 @@ from .runtime import Host, build_engine, control_socket_path
 DEMO_MINER_ID = "demo-rig"
 # Simulated inference: ~40 tokens/s after a short "prompt eval", so a job lasts a few s.
 DEMO_BEHAVIOR = Behavior(tokens=48, token_delay_s=0.025, first_token_delay_s=0.2)
+DEMO_KEEP = 200  # requests and generations the demo's fakes remember
 
 
 async def run_demo(
@@ -50,8 +51,13 @@ async def run_demo(
     if log_to is not None:
         log_to(root / "state", log_level)
     try:
-        async with Devnet(dialect, rate_limits=False) as devnet, \
-                FakeOllama(list(DEMO_MODELS), default=DEMO_BEHAVIOR) as ollama:
+        # The coordinator keeps every job it ever handed out, as the real one does: on disk
+        # here, so an all-day demo's memory stays flat; the fake Ollama and the request log
+        # keep only their newest entries.
+        async with Devnet(dialect, rate_limits=False, state_path=root / "coordinator.sqlite",
+                          request_log_size=DEMO_KEEP) as devnet, \
+                FakeOllama(list(DEMO_MODELS), default=DEMO_BEHAVIOR,
+                           keep_records=DEMO_KEEP) as ollama:
             settings = load_settings(None, overrides={
                 "coordinator": {"url": devnet.url, "public_key": devnet.public_key_id},
                 "miner": {"id": DEMO_MINER_ID, "key": DEFAULT_MINER_KEYS[0], "price": 0.02},

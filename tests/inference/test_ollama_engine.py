@@ -111,7 +111,7 @@ async def test_absent_model_fails_with_model_not_found_and_nothing_else_runs(
                                 f"model {model!r} is not installed on this miner's ollama")
         assert row["error"].startswith(expected), row["error"]
     # ...and no other model was asked to generate anything instead
-    assert fake_ollama.generation_calls() == 0 and fake_ollama.records == []
+    assert fake_ollama.generation_calls() == 0 and not fake_ollama.records
 
 
 async def test_backend_down_withdraws_the_capability_until_it_is_back(
