@@ -23,7 +23,7 @@ from tui.app import MinerConsole
 from tui.fake import T0, FakeEngine, sample_snapshot
 from tui.palette import Palette
 from tui.widgets.events import EventLog
-from tui.widgets.header import line_one
+from tui.widgets.header import line_one, line_two
 
 from .conftest import RICH_TERMINAL, screen_text, until
 
@@ -203,3 +203,12 @@ async def test_a_failed_job_is_a_warn_line_in_the_warning_colour() -> None:
         assert "WARN " in coloured and "job 71de33aa failed (E_TIMEOUT: ran past 30 s)" in coloured
         assert not any(warn.color == getattr(s.style, "color", None) for s in good.spans)
         assert "WARN   FAILED E_TIMEOUT" in screen_text(app)
+
+
+def test_the_header_never_claims_to_poll_while_the_miner_does_not() -> None:
+    running = sample_snapshot("busy")
+    assert "poll 0.50 s · 1 in flight" in line_two(running, False).plain
+    for snap in (sample_snapshot("paused"), sample_snapshot("draining"),
+                 offline(running, 2), sample_snapshot("auth")):
+        two = line_two(snap, False).plain
+        assert "not polling" in two and "poll 0.50" not in two, two

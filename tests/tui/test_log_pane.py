@@ -64,6 +64,7 @@ async def test_follow_pauses_and_counts_what_is_new(tmp_path: Path) -> None:
     async with app.run_test(size=(120, 34)) as pilot:
         panel, log = await opened(pilot, app, 5)
         assert panel.following and log.highlighted == 4
+        assert panel.border_subtitle.startswith("f follow · / search")  # the log's keys
         await pilot.press("f")
         assert not panel.following and "paused, 0 new" in panel.border_title
         for i in range(5, 8):

@@ -407,11 +407,10 @@ class EventsPanel(Vertical):
 
     def set_search(self, text: str) -> None:
         self.search = text.strip()
-        if self.search:
-            self.hold()
         self.rewrite()
         found = self.matches()
         if found:
+            self.hold()  # the view stays on the match while events arrive
             self.log_view.highlighted = found[-1]  # the newest match
         self.retitle()
 
@@ -458,7 +457,7 @@ class EventsPanel(Vertical):
         if self.wrap:
             parts.append("wrapped")
         self.border_title = " · ".join(parts)
-        focused = self.is_mounted and self.log_view.has_focus
+        focused = self.is_mounted and self.app.focused is self.log_view  # has_focus lags
         self.border_subtitle = HINT if focused else (
             "l log · / filter" if self.filter.is_default else "l log · / change filter")
 

@@ -188,6 +188,12 @@ def slot_summary(snap: Snapshot) -> list[tuple[str, str]]:
     return parts
 
 
+def polling(snap: Snapshot) -> bool:
+    """Whether the miner asks for work now: running, registered, and room on the disk."""
+    return (snap.mode is Mode.RUNNING and snap.connection.link is Link.REGISTERED
+            and not snap.disk.low)
+
+
 def line_two(snap: Snapshot, compact: bool, attachment: Attachment | None = None,
              now: float = 0.0, found: Sequence[Problem] | None = None) -> Content:
     """Problems first (colour and words), then today's earnings, slots, outbox, polling."""
@@ -207,9 +213,12 @@ def line_two(snap: Snapshot, compact: bool, attachment: Attachment | None = None
         parts.append((f" ({fmt.jobs(e.today.jobs)})", ""))
     parts += [sep, *slot_summary(snap)]
     parts += [sep, (f"outbox {snap.outbox}", "bold $warning" if snap.outbox else "")]
-    parts += [sep, (f"poll {snap.poll_interval_s:.2f} s", "")]
-    if not compact:
-        parts.append((f" · {snap.polls_in_flight} in flight", ""))
+    if polling(snap):
+        parts += [sep, (f"poll {snap.poll_interval_s:.2f} s", "")]
+        if not compact:
+            parts.append((f" · {snap.polls_in_flight} in flight", ""))
+    else:  # paused, draining, offline, disk low: a cadence here would contradict the badge
+        parts += [sep, ("not polling", "$foreground-muted")]
     return Content.assemble(*parts)
 
 
