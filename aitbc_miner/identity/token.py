@@ -28,7 +28,7 @@ import pkcs11
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11
 
-from .. import logs
+from .. import handoff, logs
 from .files import PrivateFileError, read_private_file
 
 if TYPE_CHECKING:
@@ -108,7 +108,10 @@ def read_pin(settings: TokenSettings) -> str:
     if settings.pin_file is not None:
         pin = _read_pin_file(settings.pin_file)
     elif settings.pin_env is not None:
-        value = os.environ.pop(settings.pin_env, None)
+        # The agent's start moved it out of the environment block (handoff); a command
+        # run without that re-exec still has it in os.environ.
+        value = handoff.variable(settings.pin_env)
+        os.environ.pop(settings.pin_env, None)
         if value is not None and value.strip():
             _pins_from_env[settings.pin_env] = value.strip()
         if settings.pin_env not in _pins_from_env:

@@ -4,6 +4,8 @@ token, a real reference coordinator process, a client fetching the result over H
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.identity.conftest import SoftHsm, miner
@@ -12,10 +14,10 @@ from tests.integration.conftest import DevnetProc, MinerLauncher, event_is
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.mark.parametrize("dialect", ["2026-01", "2026-08"])
+@pytest.mark.parametrize(("dialect", "pin_from"), [("2026-01", "file"), ("2026-08", "env")])
 def test_the_agent_signs_with_its_token_key_and_the_client_verifies(
-        dialect: str, softhsm: SoftHsm, start_devnet, agent: MinerLauncher,
-        tmp_path) -> None:
+        dialect: str, pin_from: str, softhsm: SoftHsm, start_devnet, agent: MinerLauncher,
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a rig key made inside the token and exported for clients
     config = softhsm.config(agent.state_dir)
     assert miner("key", "generate", "--config", str(config)).returncode == 0
@@ -29,9 +31,15 @@ def test_the_agent_signs_with_its_token_key_and_the_client_verifies(
     env = {"IDENTITY__TOKEN__MODULE": str(softhsm.module),
            "IDENTITY__TOKEN__TOKEN_LABEL": softhsm.token_label,
            "IDENTITY__TOKEN__PIN_FILE": str(softhsm.pin_file)}
+    if pin_from == "env":  # the PIN in a variable the agent takes out of its environment
+        env["IDENTITY__TOKEN__PIN_FILE"] = None
+        env["IDENTITY__TOKEN__PIN_ENV"] = "RIG_TOKEN_PIN"
+        monkeypatch.setenv("RIG_TOKEN_PIN", softhsm.pin)
     proc = agent.start(devnet, **env)
     # When it runs the job and delivers the result
     proc.wait_for(event_is("outcome_delivered"))
+    environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+    assert softhsm.pin.encode() not in environ  # the PIN never sits in its environment
     # Then what a client fetches verifies with the public key alone
     fetched = devnet.http.get(f"/v1/jobs/{job_id}/result",
                               headers=devnet.ready["client_headers"])
