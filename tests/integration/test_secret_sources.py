@@ -182,28 +182,38 @@ def test_the_key_is_in_no_environment_of_the_agent_or_its_jobs(
     assert key not in proc.text() and job_secret not in proc.text()
 
 
+@pytest.mark.parametrize("pin_via", ["credential", "environment"])
 def test_the_key_and_a_job_secret_come_from_a_softhsm2_token(
-        start_devnet: Any, miner: MinerLauncher, creds: Path, tmp_path: Path) -> None:
+        pin_via: str, start_devnet: Any, miner: MinerLauncher, creds: Path,
+        tmp_path: Path) -> None:
     sandbox_or_skip()
-    key, job_secret, pin = f"mk-{uuid.uuid4().hex}", f"jt-{uuid.uuid4().hex}", "246810"
+    key, job_secret = f"mk-{uuid.uuid4().hex}", f"jt-{uuid.uuid4().hex}"
+    pin = f"p{uuid.uuid4().hex[:12]}"
     devnet = start_devnet("2026-01", miner_keys=(key,))
     # Given a token holding the miner key and a job secret as data objects, its PIN in a
-    # credential file
+    # credential file or in the variable identity.token.pin_env names
     token = softhsm_token(tmp_path, "aitbc-rig", pin, {"miner-key": key.encode(),
                                                        "job-seed": job_secret.encode() + b"\n"})
-    pin_file = creds / "token-pin"
-    pin_file.write_text(pin)
-    pin_file.chmod(0o600)
-    identity = {"token": {"module": str(token.module), "token_label": token.label,
-                          "pin_file": str(pin_file)}}
+    env = token.env()
+    identity: dict[str, Any] = {"module": str(token.module), "token_label": token.label}
+    if pin_via == "credential":
+        pin_file = creds / "token-pin"
+        pin_file.write_text(pin)
+        pin_file.chmod(0o600)
+        identity["pin_file"] = str(pin_file)
+    else:
+        env["RIG_PIN"] = pin
+        identity["pin_env"] = "RIG_PIN"
     config = _config(miner.root, {"key_source": {"token_object": "miner-key"}},
-                     {"token_object": "job-seed"}, identity)
-    _make_rig_key(miner, config, token.env())
+                     {"token_object": "job-seed"}, {"token": identity})
+    _make_rig_key(miner, config, env)
     # When the agent starts with the key source set to the token object
-    proc = _start(miner, devnet, config, token.env(), MINER__KEY=None)
+    proc = _start(miner, devnet, config, env, MINER__KEY=None)
     # Then the coordinator accepts the key read from the token
     proc.wait_for(event_is("registered"), timeout=60)
-    assert key.encode() not in _environ_of(proc.pid)
+    block = _environ_of(proc.pid)
+    assert key.encode() not in block and pin.encode() not in block
+    assert b"RIG_PIN" not in block
     # And jobs get the token's job secret as a file, and see neither secret elsewhere
     _assert_no_job_saw(_run_jobs(devnet, proc.pid), key, pin, job_secret=job_secret)
     assert key not in proc.text() and pin not in proc.text()
