@@ -87,8 +87,23 @@ class OutcomeRow:
 
 
 @dataclass(slots=True)
+class _Tally:
+    """A running ``Money`` (mutable: the book adds to it in place, cheaply)."""
+
+    amount: Decimal = ZERO
+    jobs: int = 0
+
+    def add(self, amount: Decimal, jobs: int) -> None:
+        self.amount += amount
+        self.jobs += jobs
+
+    def money(self) -> Money:
+        return Money(self.amount, self.jobs)
+
+
+@dataclass(slots=True)
 class _Minute:
-    earned: Money = Money()
+    earned: _Tally = field(default_factory=_Tally)
     by_model: dict[str, Decimal] = field(default_factory=dict)
     by_gpu: dict[str, Decimal] = field(default_factory=dict)
     finished: int = 0
@@ -124,13 +139,13 @@ class Book:
     def __init__(self) -> None:
         self.receipts_read = 0  # rowid watermark
         self.transitions_read = 0  # id watermark
-        self.issued = Money()
-        self.verified = Money()
-        self.flagged = Money()
-        self.by_day: dict[str, Money] = {}
-        self.by_model: dict[str, Money] = {}
-        self.by_gpu: dict[str, Money] = {}
-        self.by_type: dict[str, Money] = {}
+        self.issued = _Tally()
+        self.verified = _Tally()
+        self.flagged = _Tally()
+        self.by_day: dict[int, _Tally] = {}  # UTC day number (epoch // 86400)
+        self.by_model: dict[str, _Tally] = {}
+        self.by_gpu: dict[str, _Tally] = {}
+        self.by_type: dict[str, _Tally] = {}
         self.failures: dict[str, int] = {}
         self.minutes: dict[int, _Minute] = {}
         self._latest_minute = 0
@@ -187,22 +202,27 @@ class Book:
 
     def _apply(self, c: _Counted, sign: int) -> None:
         row = c.row
-        money = Money(row.price * sign, sign)
+        amount = row.price if sign > 0 else -row.price
         if not row.duplicate or row.counted:
-            self.issued += money
+            self.issued.add(amount, sign)
         if not row.counted:
-            self.flagged += money
+            self.flagged.add(amount, sign)
             return
-        self.verified += money
-        day = time.strftime("%Y-%m-%d", time.gmtime(row.received_at))
-        for groups, key in ((self.by_day, day), (self.by_model, c.model),
-                            (self.by_gpu, c.gpu), (self.by_type, c.job_type)):
-            groups[key] = groups.get(key, Money()) + money
+        self.verified.add(amount, sign)
+        day = int(row.received_at // DAY_S)
+        if (tally := self.by_day.get(day)) is None:
+            tally = self.by_day[day] = _Tally()
+        tally.add(amount, sign)
+        for groups, key in ((self.by_model, c.model), (self.by_gpu, c.gpu),
+                            (self.by_type, c.job_type)):
+            if (tally := groups.get(key)) is None:
+                tally = groups[key] = _Tally()
+            tally.add(amount, sign)
         minute = self._minute(row.received_at)
         if minute is not None:
-            minute.earned += money
-            minute.by_model[c.model] = minute.by_model.get(c.model, ZERO) + money.amount
-            minute.by_gpu[c.gpu] = minute.by_gpu.get(c.gpu, ZERO) + money.amount
+            minute.earned.add(amount, sign)
+            minute.by_model[c.model] = minute.by_model.get(c.model, ZERO) + amount
+            minute.by_gpu[c.gpu] = minute.by_gpu.get(c.gpu, ZERO) + amount
 
     def add_outcome(self, row: OutcomeRow) -> None:
         minute = self._minute(row.at)
@@ -217,13 +237,16 @@ class Book:
 
     def _minute(self, at: float) -> _Minute | None:
         """The bucket of ``at``; None once it is older than a day of the newest seen."""
-        m = minute_of(at)
+        m = int(at // MINUTE_S)
         if m > self._latest_minute:
             self._latest_minute = m
-            self.prune(m)
+            if len(self.minutes) > DAY_MINUTES + HOUR_MINUTES:  # amortised: now and then
+                self.prune(m)
         if m <= self._latest_minute - DAY_MINUTES:
             return None
-        return self.minutes.setdefault(m, _Minute())
+        if (bucket := self.minutes.get(m)) is None:
+            bucket = self.minutes[m] = _Minute()
+        return bucket
 
     def prune(self, current_minute: int) -> None:
         """Forget buckets no window reaches (a day older than the newest row)."""
@@ -252,9 +275,7 @@ class Book:
     def earnings(self, now: float, paid: Money | None = None) -> Earnings:
         """The totals, and the windows as of ``now`` (buckets are pruned by the newest row
         only, so the answer never depends on when, or how often, it was asked)."""
-        midnight = now - (now % DAY_S)
-        today = time.strftime("%Y-%m-%d", time.gmtime(midnight))
-        week = {time.strftime("%Y-%m-%d", time.gmtime(midnight - d * DAY_S)) for d in range(7)}
+        today = int(now // DAY_S)
         cur = minute_of(now)
         hour = self.window(now, HOUR_MINUTES)
         recent = self.window(now, NOW_MINUTES)
@@ -263,7 +284,7 @@ class Book:
         for m, b in self.minutes.items():
             if cur - DAY_MINUTES < m <= cur:
                 start = m * MINUTE_S // 3600 * 3600
-                hourly[start] = hourly.get(start, Money()) + b.earned
+                hourly[start] = hourly.get(start, Money()) + b.earned.money()
         this_hour = cur * MINUTE_S // 3600 * 3600
         bars = tuple((this_hour - h * 3600, hourly.get(this_hour - h * 3600, Money()))
                      for h in range(23, -1, -1))
@@ -273,11 +294,12 @@ class Book:
                 failed_hour[code] = failed_hour.get(code, 0) + n
         finished_hour = sum(b.finished for b in hour)
         return Earnings(
-            today=self.by_day.get(today, Money()),
-            last_7_days=sum((v for k, v in self.by_day.items() if k in week), Money()),
-            last_hour=sum((b.earned for b in hour), Money()),
-            issued=self.issued, verified=self.verified, paid=paid or Money(),
-            flagged=self.flagged,
+            today=self.by_day.get(today, _Tally()).money(),
+            last_7_days=sum((v.money() for k, v in self.by_day.items() if today - 7 < k <= today),
+                            Money()),
+            last_hour=sum((b.earned.money() for b in hour), Money()),
+            issued=self.issued.money(), verified=self.verified.money(), paid=paid or Money(),
+            flagged=self.flagged.money(),
             per_hour_now=_per_hour(sum((b.earned.amount for b in recent), ZERO), now,
                                    NOW_MINUTES),
             per_hour_last_hour=_per_hour(sum((b.earned.amount for b in hour), ZERO), now,
@@ -285,8 +307,8 @@ class Book:
             per_hour_last_day=_per_hour(sum((b.earned.amount for b in day), ZERO), now,
                                         DAY_MINUTES),
             hourly=bars,
-            by_day=tuple(sorted(((k, v) for k, v in self.by_day.items() if v.jobs),
-                                reverse=True)),
+            by_day=tuple((time.strftime("%Y-%m-%d", time.gmtime(k * DAY_S)), v.money())
+                         for k, v in sorted(self.by_day.items(), reverse=True) if v.jobs),
             by_model=_ranked(self.by_model), by_gpu=_ranked(self.by_gpu),
             by_type=_ranked(self.by_type),
             failures_by_code=_ranked_counts(self.failures),
@@ -297,7 +319,7 @@ class Book:
 
 
 
-def _key(groups: dict[str, Money] | dict[str, int], key: str) -> str:
+def _key(groups: dict[str, _Tally] | dict[str, int], key: str) -> str:
     """``key``, or ``(other)`` once ``MAX_GROUPS`` keys are taken (hostile model names)."""
     return key if key in groups or len(groups) < MAX_GROUPS else OTHER
 
@@ -316,8 +338,8 @@ def _rate(buckets: list[_Minute]) -> float | None:
     return failed / finished if finished else None
 
 
-def _ranked(groups: dict[str, Money]) -> tuple[tuple[str, Money], ...]:
-    return tuple(sorted(((k, v) for k, v in groups.items() if v.jobs),
+def _ranked(groups: dict[str, _Tally]) -> tuple[tuple[str, Money], ...]:
+    return tuple(sorted(((k, v.money()) for k, v in groups.items() if v.jobs),
                         key=lambda kv: (-kv[1].amount, kv[0])))
 
 
