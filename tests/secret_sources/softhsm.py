@@ -3,24 +3,19 @@
 The token is made by ``softhsm2-util`` and filled by python-pkcs11 in a child process:
 SoftHSM2 reads ``SOFTHSM2_CONF`` once per process, so the test process itself never loads
 the module (another test's token may live elsewhere). ``.ci/run`` installs ``softhsm2``;
-a test that needs it skips, saying why, where it is missing.
+the module's path comes from the identity tests' fixture.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-MODULES = ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-           "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so")
-SO_PIN = "87654321"
+from tests.identity.conftest import SO_PIN, softhsm_module
 
 _FILL = """
 import json, sys, pkcs11
@@ -50,10 +45,7 @@ class Token:
 def softhsm_token(root: Path, label: str, pin: str, objects: dict[str, bytes]) -> Token:
     """A fresh token labelled ``label`` under ``root``, holding ``objects`` (private data
     objects, by label), readable once logged in with ``pin``."""
-    module = next((Path(m) for m in MODULES if Path(m).is_file()), None)
-    util = shutil.which("softhsm2-util")
-    if module is None or util is None:
-        pytest.skip("needs SoftHSM2 (Debian package softhsm2; .ci/run installs it)")
+    module = softhsm_module()  # SoftHSM2 missing fails the test: .ci/run installs it
     tokens = root / "softhsm-tokens"
     tokens.mkdir(mode=0o700, parents=True)
     conf = root / "softhsm2.conf"
@@ -61,9 +53,9 @@ def softhsm_token(root: Path, label: str, pin: str, objects: dict[str, bytes]) -
                     "log.level = ERROR\nslots.removable = false\n")
     token = Token(module, label, pin, conf)
     env = {**os.environ, **token.env()}
-    made = subprocess.run([util, "--init-token", "--free", "--label", label, "--pin", pin,
-                           "--so-pin", SO_PIN], env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
+    made = subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label,
+                           "--pin", pin, "--so-pin", SO_PIN], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
     assert made.returncode == 0, made.stderr
     order = {"module": str(module), "label": label, "pin": pin,
              "objects": {k: v.hex() for k, v in objects.items()}}
