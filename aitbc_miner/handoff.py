@@ -85,6 +85,7 @@ def reexec_without(names: Iterable[str]) -> None:
     blob = json.dumps({**_handed, **moved}).encode()  # a second hop carries the first's
     fd = os.memfd_create(_MEMFD_NAME, os.MFD_ALLOW_SEALING)  # no MFD_CLOEXEC: it is inherited
     try:
+        os.set_inheritable(fd, True)
         view = memoryview(blob)
         while view:
             view = view[os.write(fd, view):]
