@@ -38,6 +38,7 @@ from ..coordinator import (
     Uncertain,
 )
 from ..journal import FINAL_STATES, JobRecord, JobState, ReceiptRecord
+from ..money import amount_of
 from ..receipts import verify
 from .core import Core
 from .fleetlink import FLEET_WAIT_S, Permit
@@ -209,7 +210,7 @@ class Outbox:
             f" on {record.slot}" if record.slot else "")
         text += f"; /{record.endpoint} delivered"
         if receipt is not None:
-            text += f", receipt {receipt.receipt_id} {receipt.price} AITBC"
+            text += f", receipt {receipt.receipt_id} {exact_aitbc(receipt.price)}"
         core.emit(OutcomeDelivered(
             at=core.clock(), job_id=record.job_id, endpoint=record.endpoint or "?",
             attempts=record.attempts + 1, job_type=record.job_type, outcome=outcome,
@@ -263,20 +264,22 @@ class Outbox:
         core.receipts.appendleft(ReceiptView.of(stored))
         core.earnings_dirty.set()
         core.count(receipts=1, receipts_flagged=0 if stored.counted else 1)
+        # the flag leads the message, so a line cut short (a terminal, a log viewer) keeps it
         if not stored.counted:
-            note = (" DUPLICATE: not counted" if stored.duplicate
-                    else f" NOT COUNTED: {check.reason}")
+            flag, why = (("DUPLICATE", "not counted") if stored.duplicate
+                         else ("NOT COUNTED", check.reason))
         elif stored.duplicate:
-            note = (" POSSIBLE DUPLICATE: /result was resent after an uncertain delivery; "
-                    "counted once, the coordinator may hold a second receipt")
+            flag, why = ("POSSIBLE DUPLICATE", "/result was resent after an uncertain "
+                         "delivery; counted once, the coordinator may hold a second receipt")
         else:
-            note = ""
+            flag, why = "", ""
+        text = (f"receipt {stored.receipt_id} for job {record.job_id}: "
+                f"{exact_aitbc(stored.price)}, {check.verdict.value}")
         core.emit(ReceiptStored(at=core.clock(), job_id=record.job_id,
                                 receipt_id=stored.receipt_id, price=stored.price,
                                 verdict=check.verdict.value, counted=stored.counted,
                                 duplicate=stored.duplicate,
-                                message=f"receipt {stored.receipt_id} for job {record.job_id}: "
-                                f"{stored.price} AITBC, {check.verdict.value}{note}"))
+                                message=f"{flag}: {text}; {why}" if flag else text))
         return stored
 
     def _problem(self, record: JobRecord, attempt: int, delay: float | None, reason: str) -> None:
@@ -288,3 +291,10 @@ class Outbox:
                                   reason=reason,
                                   message=f"job {record.job_id}: /{record.endpoint} attempt "
                                   f"{attempt}: {reason}{then}"))
+
+
+def exact_aitbc(price: object) -> str:
+    """A receipt's price as the coordinator gave it, in plain digits: ``0.00002 AITBC``,
+    never ``2e-05``; ``no price`` when it has none."""
+    amount = amount_of(price)
+    return "no price" if amount is None else f"{amount:f} AITBC"

@@ -4,12 +4,15 @@ going into the input line, never to the dashboard's command keys."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from textual import events
 from textual.widgets import Input
 
+from aitbc_miner.devnet import Devnet
+from aitbc_miner.engine.outbox import exact_aitbc
 from aitbc_miner.engine.snapshot import (
     BackingOff,
     DiskFloorCrossed,
@@ -212,3 +215,30 @@ async def test_keys_typed_right_after_slash_go_into_the_input() -> None:
         await pilot.pause()
         assert app.focused is box and box.value == "dc"
         assert engine.calls == [] and app.screen is app.screen_stack[0]  # no drain dialog
+
+
+async def test_a_resent_result_reads_possible_duplicate_first(live: Any, devnet: Devnet) -> None:
+    # Given a 2026-01 coordinator that commits the next /result and then drops the answer
+    # (the miner resends, per policy, and flags the one receipt it gets)
+    await devnet.submit_job({"type": "sha256", "data": "x"})
+    devnet.inject("result", "drop_after")
+    engine, app = await live(cpu=1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        panel = app.dashboard.events
+        await until(pilot, lambda: any(e.name == "receipt_stored" for e in panel.events),
+                    timeout=20, what="the receipt's event")
+        event = next(e for e in panel.events if e.name == "receipt_stored")
+        # Then the engine's own message leads with the flag, its price in plain digits
+        assert event.message.startswith("POSSIBLE DUPLICATE: receipt ")
+        assert " AITBC, valid_" in event.message and "e-0" not in event.message
+        # and the console's line shows the flag first, as a warning, whatever its width
+        log = panel.log_view
+        line = next(log.get_option_at_index(i).prompt.plain for i in range(log.option_count)
+                    if "receipt" in log.get_option_at_index(i).prompt.plain)
+        assert line[9:].startswith("WARN   POSSIBLE DUPLICATE  receipt ")  # said once
+
+
+def test_prices_in_engine_messages_are_plain_digits() -> None:
+    assert exact_aitbc(2e-05) == "0.00002 AITBC"
+    assert exact_aitbc(Decimal("0.02836")) == "0.02836 AITBC"
+    assert exact_aitbc(None) == "no price"

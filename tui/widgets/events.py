@@ -87,10 +87,19 @@ def flag(event: Event) -> str:
             "outcome_unstaged": "NOT JOURNALED"}.get(name, "")
 
 
+def flagged(event: Event) -> tuple[str, str]:
+    """``(flag, the rest of the message)``: a message that already starts with its flag
+    (the engine's ``POSSIBLE DUPLICATE: receipt ...``) does not say it twice."""
+    badge, text = flag(event), describe(event)
+    if badge and text.startswith(badge):
+        text = text[len(badge):].lstrip(": ")
+    return badge, text
+
+
 def plain_line(event: Event) -> str:
     """The line's words without its time: ``[FLAG] message`` (what search looks in)."""
-    badge = flag(event)
-    return f"[{badge}] {describe(event)}" if badge else describe(event)
+    badge, text = flagged(event)
+    return f"[{badge}] {text}" if badge else text
 
 
 @dataclass(frozen=True)
@@ -147,11 +156,11 @@ def event_line(event: Event, now: float, palette: Palette, search: str = "") -> 
     text.append(" ")
     text.append(fmt.LEVEL_TAGS.get(level, level[:5].ljust(5)), style=style)
     text.append(" ")
-    badge = flag(event)
+    badge, words = flagged(event)
     if badge:
         text.append(f" {badge} ", style=style + Style(reverse=True, bold=True))
         text.append(" ")
-    text.append(describe(event), style=style if loud else "")
+    text.append(words, style=style if loud else "")
     if search:
         text.highlight_words([search], style=Style(bgcolor=palette.accent.color, bold=True),
                              case_sensitive=False)
