@@ -77,7 +77,7 @@ async def test_engine_data_is_never_read_as_markup() -> None:
     event = JobLogLine(at=T0, job_id="[gpu1][b]x", line="[bold]not bold[/bold]",
                        message="[i]literal[/i] [gpu1]")
     async with console(FakeEngine(snap, [event])).run_test(size=(120, 34)) as pilot:
-        await pilot.press("slash", *"debug", "enter")
+        await pilot.press("l", "ampersand", *"debug", "enter")  # the log's filter
         await until(pilot, lambda: "[i]literal[/i] [gpu1]" in screen_text(pilot.app))
         text = screen_text(pilot.app)
         assert "[gpu1][b]x" in text and "[red]sleep" in text and "[::1]:80" in text
