@@ -196,16 +196,34 @@ class HistoryRing:
         if newest is None:
             return Series(self.bucket_s, 0.0)
         end = (newest + 1) * self.bucket_s
+        first = newest - self.size + 1
         cached = self._closed.get(metric)
-        if cached is not None and cached[0] == newest == self._newest:
-            i = (newest % self.size) * self._width + metric
-            count = self._counts[i]
-            newest_mean = self._sums[i] / count if count else None
-            return Series(self.bucket_s, end, cached[1] + (newest_mean,), cached[2] + (count,))
+        if newest != self._newest:  # asked past the newest reading: gaps up to ``now``
+            means, counts = self._buckets(metric, first, newest + 1)
+            return Series(self.bucket_s, end, means, counts)
+        if cached is not None and cached[0] <= newest:
+            # Reuse the closed buckets still in the window; read only the ones that
+            # closed since (none while the newest bucket fills).
+            was, old_means, old_counts = cached
+            keep = max(0, was - first)  # cached buckets first .. was-1
+            more_means, more_counts = self._buckets(metric, max(first, was), newest)
+            means = old_means[len(old_means) - keep:] + more_means if keep else more_means
+            counts = old_counts[len(old_counts) - keep:] + more_counts if keep else more_counts
+        else:
+            means, counts = self._buckets(metric, first, newest)
+        self._closed[metric] = (newest, means, counts)
+        last_means, last_counts = self._buckets(metric, newest, newest + 1)
+        return Series(self.bucket_s, end, means + last_means, counts + last_counts)
+
+    def _buckets(self, metric: int, start: int, stop: int,
+                 ) -> tuple[tuple[float | None, ...], tuple[int, ...]]:
+        """Means and counts of buckets ``start`` .. ``stop - 1`` (absolute numbers); a
+        bucket outside what the ring holds is a gap."""
         means: list[float | None] = []
         counts: list[int] = []
-        for number in range(newest - self.size + 1, newest + 1):
-            if self._newest is None or number > self._newest or number <= self._newest - self.size:
+        newest = self._newest
+        for number in range(start, stop):
+            if newest is None or number > newest or number <= newest - self.size:
                 means.append(None)
                 counts.append(0)
                 continue
@@ -213,9 +231,7 @@ class HistoryRing:
             count = self._counts[i]
             means.append(self._sums[i] / count if count else None)
             counts.append(count)
-        if newest == self._newest:
-            self._closed[metric] = (newest, tuple(means[:-1]), tuple(counts[:-1]))
-        return Series(self.bucket_s, end, tuple(means), tuple(counts))
+        return tuple(means), tuple(counts)
 
     def history(self, now: float | None = None) -> GpuHistory:
         """Every metric (the ring must keep all of :data:`METRICS`)."""

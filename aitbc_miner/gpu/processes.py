@@ -20,7 +20,8 @@ NVML's PIDs as strangers (``user``/``command`` unknown) and calls them foreign.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -31,6 +32,7 @@ import psutil
 BACKEND_COMMANDS: Final = ("ollama", "llama-server", "llama_server", "vllm",
                            "text-generation", "tgi-")
 MAX_ANCESTORS: Final = 8  # how far up the parent chain a job's child is looked for
+RECHECK_S: Final = 30.0  # how long a named PID is trusted before its start time is read again
 
 
 class ProcessRole(StrEnum):
@@ -78,33 +80,41 @@ class GpuProcess:
 
 
 class ProcessDirectory:
-    """PID -> :class:`ProcessInfo`, cached per process start (a reused PID is read
-    again). Blocking (it reads ``/proc``): the sampler calls it in its worker thread.
-    Entries for PIDs no longer on any GPU are dropped, so the cache stays small."""
+    """PID -> :class:`ProcessInfo`, cached per process start. Blocking (it reads
+    ``/proc``): the sampler calls it in its worker thread. A cached PID is trusted for
+    ``recheck_s`` seconds, then its start time is read again (a PID reused by another
+    process is named anew); one that left every GPU is dropped, so the cache stays small."""
 
-    def __init__(self) -> None:
-        self._cache: dict[int, tuple[float, ProcessInfo]] = {}
-        self.lookups = 0  # psutil reads done (the bench and tests count them)
+    def __init__(self, recheck_s: float = RECHECK_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.recheck_s = recheck_s
+        self.clock = clock
+        self._cache: dict[int, tuple[float, ProcessInfo, float]] = {}  # started, info, checked
+        self.lookups = 0  # processes named with psutil (the bench and tests count them)
 
     def resolve(self, pids: Iterable[int]) -> dict[int, ProcessInfo]:
         wanted = set(pids)
         for gone in self._cache.keys() - wanted:
             del self._cache[gone]
-        return {pid: self._info(pid) for pid in wanted}
+        now = self.clock()
+        return {pid: self._info(pid, now) for pid in wanted}
 
-    def _info(self, pid: int) -> ProcessInfo:
+    def _info(self, pid: int, now: float) -> ProcessInfo:
+        cached = self._cache.get(pid)
+        if cached is not None and now - cached[2] < self.recheck_s:
+            return cached[1]
         try:
             proc = psutil.Process(pid)
             started = proc.create_time()
         except (psutil.Error, OSError, ValueError):
             self._cache.pop(pid, None)
             return ProcessInfo(pid)
-        cached = self._cache.get(pid)
         if cached is not None and cached[0] == started:
+            self._cache[pid] = (started, cached[1], now)
             return cached[1]
         self.lookups += 1
         info = ProcessInfo(pid, _ask(proc.username), _ask(proc.name), _ancestors(proc))
-        self._cache[pid] = (started, info)
+        self._cache[pid] = (started, info, now)
         return info
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Callable
 
 import pytest
@@ -116,3 +117,23 @@ async def test_energy_since_start_per_job_share_and_over_the_day(
     clock.at += 600
     await sampler.sample_once()
     assert sampler.snapshot.gpus[0].energy_wh == pytest.approx(200.0)
+
+
+def test_reusing_closed_buckets_gives_what_a_fresh_read_gives() -> None:
+    # Given a ring read after every reading (so it reuses closed buckets), and readings
+    # that come in order, skip buckets, arrive late, or lack a value
+    rng = random.Random(7)
+    ring = HistoryRing(5.0, 12, metrics=2)
+    at = 1000.0
+    for _ in range(2000):
+        at += rng.choice((0.5, 1.0, 3.0, 7.0, 26.0, 90.0))
+        late = rng.random() < 0.05
+        when = at - rng.uniform(0, 40) if late else at
+        ring.add(when, (rng.choice((None, rng.uniform(0, 100))), rng.uniform(0, 10)))
+        # Then every read equals a read of the same buckets without reuse
+        for metric in (0, 1):
+            got = ring.series(metric)
+            newest = ring._newest
+            assert newest is not None
+            want_means, want_counts = ring._buckets(metric, newest - 11, newest + 1)
+            assert (got.means, got.counts) == (want_means, want_counts)

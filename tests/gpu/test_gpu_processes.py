@@ -18,7 +18,7 @@ import pytest
 from aitbc_miner.engine.gpu import gpu_status
 from aitbc_miner.engine.slots import Slot, SlotKind
 from aitbc_miner.gpu import Sampler
-from aitbc_miner.gpu.processes import ProcessRole
+from aitbc_miner.gpu.processes import ProcessDirectory, ProcessInfo, ProcessRole
 from tests.fakes.fake_pynvml import FakeGpu, FakeNvml
 
 MakeSampler = Callable[..., tuple[FakeNvml, Sampler]]
@@ -144,3 +144,21 @@ async def test_a_process_that_is_gone_keeps_its_vram_and_has_no_name(
     (proc,) = snap.gpus[0].processes
     assert (proc.vram_mib, proc.user, proc.command) == (77, None, None)
     assert proc.role is ProcessRole.FOREIGN
+
+
+def test_names_are_cached_then_checked_again(
+        spawn: Callable[..., subprocess.Popen[bytes]]) -> None:
+    # Given a directory with a hand-moved clock, and a process it has named
+    now = [0.0]
+    directory = ProcessDirectory(recheck_s=30.0, clock=lambda: now[0])
+    proc = spawn("sleep", "60")
+    assert directory.resolve([proc.pid])[proc.pid].command == "sleep"
+    # When the process ends, its name stands until the recheck is due (no /proc read)
+    proc.kill()
+    proc.wait()
+    now[0] = 29.0
+    assert directory.resolve([proc.pid])[proc.pid].command == "sleep"
+    # Then at the recheck the PID is read again: gone, it has no name any more
+    now[0] = 30.0
+    assert directory.resolve([proc.pid])[proc.pid] == ProcessInfo(proc.pid)
+    assert directory.lookups == 1
