@@ -4,15 +4,21 @@ runs, idle again when it ends. The demo wiring (``probe_gpus``) is the one under
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from aitbc_miner.config import load_settings
+from aitbc_miner.devnet import Devnet, Dialect
+from aitbc_miner.engine import Mode
 from aitbc_miner.gpu import Sampler, simulated_nvml
 from aitbc_miner.gpu.processes import ProcessRole
 from aitbc_miner.gpu.simulate import IDLE_POWER_FRACTION, IDLE_VRAM_MIB
 from aitbc_miner.host.runtime import probe_gpus
+
+from .test_engine_integration import HoldingGpuRunner, engine_with_gpus
 
 
 def idle(sampler: Sampler) -> list[tuple[object, ...]]:
@@ -71,3 +77,36 @@ async def test_a_job_with_its_own_process_holds_the_vram_faithfully(tmp_path: Pa
                                                                 "job-2", "sleep")
     assert proc.vram_mib == sample.memory_used_mib - IDLE_VRAM_MIB  # type: ignore[operator]
     assert sample.process_kinds == {job.pid: "C"}
+
+
+async def test_a_drained_engine_leaves_its_simulated_gpus_idle(tmp_path: Path,
+                                                               run_engine: Any) -> None:
+    # Given an engine over two simulated GPUs that follow its sampler, a job on each
+    sampler: Sampler | None = None
+    nvml = simulated_nvml(2, load=lambda: sampler.workload if sampler else {})
+    sampler = Sampler(nvml, interval_s=3600, process_every=1)  # the test samples
+    runner = HoldingGpuRunner()
+    async with Devnet(Dialect.V2026_01, rate_limits=False) as devnet:
+        engine = engine_with_gpus(devnet, tmp_path, sampler, runner)
+        running = run_engine(engine)
+        for _ in range(2):
+            await devnet.submit_job({"type": "gpu-hold"})
+        async with asyncio.timeout(20):
+            await runner.wait_started(2)
+        await sampler.sample_once()
+        snap = engine.snapshot()
+        # Then both work, and the console's view says who holds the VRAM (the jobs run
+        # in this process here: the miner)
+        assert all(g.util_gpu_pct and g.util_gpu_pct >= 70 for g in snap.gpu.gpus)
+        assert [[p.role for p in g.processes] for g in snap.gpu.gpus] == [
+            [ProcessRole.MINER]] * 2
+        # When the miner drains and its jobs finish
+        engine.drain()
+        runner.release.set()
+        await engine.wait_until(lambda s: s.mode is Mode.DRAINED, timeout=20)
+        await sampler.sample_once()
+        # Then its GPUs idle: 0 %, idle power, a driver's few hundred MiB, no process
+        idle_w = IDLE_POWER_FRACTION * 700
+        assert [(g.util_gpu_pct, g.power_w, g.memory_used_mb, g.processes)
+                for g in engine.snapshot().gpu.gpus] == [(0, idle_w, IDLE_VRAM_MIB, ())] * 2
+        await running.stop()
