@@ -168,7 +168,7 @@ Keys (all also in the command palette: ctrl+p)
  tab    next panel               v  next view (narrow terminal)
  t      next theme (remembered)  ?  this help
  g      GPUs: history, processes (someone else's too), each GPU's jobs
- e      money: AITBC per hour, 24 h chart, per GPU and model, failures, net
+ e      money: AITBC/h, 24 h chart, per GPU and model, failures, net
  q      quit; with jobs running: drain first, cancel, or stay
 
 What the words mean
