@@ -128,9 +128,9 @@ def profit_lines(p: Profitability) -> list[str]:
         if title and group:
             lines.append(f"  {title}:")
         for line in group:
-            net = "-" if line.net_per_hour is None else format_amount(line.net_per_hour, "", 2)
+            net = "-" if line.net_per_hour is None else format_amount(line.net_per_hour)
             lines.append(f"  {line.name[:18]:<18} {format_amount(line.earned):>12} "
-                         f"{line.energy_wh:>11,.1f} {format_amount(line.cost, '', 2):>11} "
+                         f"{line.energy_wh:>11,.1f} {format_amount(line.cost):>11} "
                          f"{net:>12}")
     return lines
 
