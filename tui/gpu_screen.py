@@ -55,20 +55,19 @@ def _gib(mib: float | None) -> str:
     return "N/A" if mib is None else f"{mib / 1024:.1f} GiB"
 
 
-def earned_on(view: GpuView, snap: Snapshot) -> str | None:
-    """The AITBC this device has earned (the ledger's per-GPU split, ``gpu:0`` for every
-    slot of GPU 0), or None when the ledger does not split by GPU."""
-    by_gpu = dict(getattr(snap.earnings, "by_gpu", ()) or ())
+def earned_on(view: GpuView, snap: Snapshot) -> str:
+    """What this device has earned: the ledger's per-GPU split (``gpu:0`` holds every
+    slot of GPU 0; MIG ``gpu:0:1``)."""
+    by_gpu = dict(snap.earnings.by_gpu)
     device = f"gpu:{view.index}" if view.mig_parent is None else \
         f"gpu:{view.mig_parent}:{view.index}"
     keys = {s.split("/", 1)[0] for s in view.slot_ids} | {device}
-    if not by_gpu:
-        return None
     found = [by_gpu[k] for k in keys if k in by_gpu]
+    if not found:
+        return "nothing yet on this GPU"
     amount = sum(m.amount for m in found)
     jobs = sum(m.jobs for m in found)
-    currency = getattr(snap.earnings, "currency", "AITBC")
-    return f"{fmt.money(amount, currency)} on this GPU ({fmt.jobs(jobs)})"
+    return f"{fmt.money(amount, snap.earnings.currency)} on this GPU ({fmt.jobs(jobs)})"
 
 
 def now_line(view: GpuView) -> Content:
@@ -222,10 +221,8 @@ class GpuCard(Static):
                                     "devices go on", "bold $error")]
         else:
             lines = [now_line(view)]
-            earned = earned_on(view, snap)
-            if earned:
-                lines.append(Content.assemble(("earned    ", "$foreground-muted"),
-                                              (earned, "bold $success")))
+            lines.append(Content.assemble(("earned    ", "$foreground-muted"),
+                                          (earned_on(view, snap), "bold $success")))
             lines += slot_lines(view, snap, now)
             lines += chart_lines(view, width)
         lines += process_lines(view, snap)
