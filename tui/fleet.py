@@ -21,6 +21,7 @@ from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.widgets import DataTable, Footer, Static
 
 from aitbc_miner.fleet.view import (
@@ -103,19 +104,19 @@ def state_word(rig: RigView) -> str:
     if rig.lease_expired:
         return "gone"
     if not rig.reported:
-        return "no heartbeat"
+        return "no report"
     return rig.state or UNKNOWN
 
 
 # --- widgets ---------------------------------------------------------------------
 
 
-class FleetStatus(Static):
+class FleetHeader(Static):
     """The top line: the fleet, Redis, who commands are sent as; or why nothing is fresh."""
 
     DEFAULT_CSS = """
-    FleetStatus { height: 1; padding: 0 1; background: $panel; }
-    FleetStatus.trouble { background: $error 30%; }
+    FleetHeader { height: 1; padding: 0 1; background: $panel; }
+    FleetHeader.trouble { background: $error 30%; }
     """
 
     def show(self, text: str, trouble: bool) -> None:
@@ -134,16 +135,19 @@ class RigsTable(DataTable[Text]):
     RigsTable:focus { border: round $primary; }
     RigsTable.stale { opacity: 60%; }
     """
-    COLUMNS = (("rig", "Rig"), ("state", "State"), ("gpus", "GPUs"), ("slots", "Run/Slots"),
-               ("done", "Done"), ("failed", "Failed"), ("rate", "AITBC/h"),
-               ("beat", "Heartbeat"), ("problems", "Problems"))
+    # Fixed widths: columns that do not jump as rigs come and go. (Auto widths are also
+    # measured only once the table is idle, and Textual 8.2.8 keeps rows drawn before that
+    # at the old widths until a cell changes.)
+    COLUMNS = (("rig", "Rig", 12), ("state", "State", 9), ("gpus", "GPUs", 16),
+               ("slots", "Run/Slots", 9), ("done", "Done", 7), ("failed", "Failed", 6),
+               ("rate", "AITBC/h", 9), ("beat", "Heartbeat", 9), ("problems", "Problems", 30))
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
         self.border_title = "rigs"
-        for key, label in self.COLUMNS:
-            self.add_column(label, key=key)
+        for key, label, width in self.COLUMNS:
+            self.add_column(label, key=key, width=width)
 
     @property
     def selected_rig(self) -> str | None:
@@ -161,7 +165,7 @@ class RigsTable(DataTable[Text]):
         for rig in view.rigs:
             cells = self._cells(rig, now, palette)
             if rig.rig in self.rows:
-                for (column, _), cell in zip(self.COLUMNS, cells, strict=True):
+                for (column, _, _), cell in zip(self.COLUMNS, cells, strict=True):
                     self.update_cell(rig.rig, column, cell)
             else:
                 self.add_row(*cells, key=rig.rig)
@@ -176,7 +180,7 @@ class RigsTable(DataTable[Text]):
         problems = problems_cell(rig)
         running = f"{_count(rig.running)}/{_count(rig.slots)}"
         return [
-            Text(rig.rig, style=palette.muted if rig.lease_expired else palette.plain),
+            Text(rig.label, style=palette.muted if rig.lease_expired else palette.plain),
             Text(state, style=state_style),
             Text(gpus_cell(rig)),
             Text(running, justify="right"),
@@ -218,7 +222,8 @@ class RigPanel(Static):
         times = [s.ts for s in samples if s.ts is not None]
         if len(times) > 1:
             span = f" over {fmt.duration(times[-1] - times[0])}"
-        self.border_title = f"{rig.rig}: {len(samples)} samples{span}"
+        count = f"{len(samples)} sample" + ("" if len(samples) == 1 else "s")
+        self.border_title = f"{rig.label}: {count}{span}"
         lines = [*self._about(rig, now), Text("")]
         if samples:
             lines += self._history(samples)
@@ -235,6 +240,10 @@ class RigPanel(Static):
                  lease, f"earned {_aitbc(rig.earned)} AITBC",
                  f"outbox {_count(rig.outbox)}"]
         lines = [Text(" · ".join(about))]
+        for problem in rig.problems or ():
+            lines.append(Text(f"problem: {problem}", style="bold"))
+        if rig.unreadable:
+            lines.append(Text(f"not understood: {', '.join(rig.unreadable)}", style="bold"))
         for gpu in rig.gpus or ():
             index = UNKNOWN if gpu.index is None else str(gpu.index)
             lines.append(Text(
@@ -325,14 +334,14 @@ class FleetConsole(App[None]):
             self.theme = self._wanted_theme
 
     def compose(self) -> ComposeResult:
-        yield FleetStatus(id="status")
+        yield FleetHeader(id="status")
         yield RigsTable(id="rigs")
         yield RigPanel(id="history")
         yield Footer()
 
     @property
-    def status(self) -> FleetStatus:
-        return self.query_one(FleetStatus)
+    def status(self) -> FleetHeader:
+        return self.query_one(FleetHeader)
 
     @property
     def rigs(self) -> RigsTable:
@@ -414,29 +423,32 @@ class FleetConsole(App[None]):
 
     def action_command(self, command: str) -> None:
         rig = self.rigs.selected_rig
-        if rig is None:
+        seen = self.view.rig(rig) if self.view is not None and rig is not None else None
+        if rig is None or seen is None:
             self.notify("no rig selected", severity="warning")
             return
-        question = (f"{command.capitalize()} rig {rig}? It will {ASK[command]}. "
+        question = (f"{command.capitalize()} rig {seen.label}? It will {ASK[command]}. "
                     f"Sent through Redis as {self.source.user}.")
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._send(rig, command)
+                self._send(rig, seen.label, command)
 
         self.push_screen(ConfirmScreen(question, yes=command.capitalize()), answered)
 
     @work(group="send", exit_on_error=False)
-    async def _send(self, rig: str, command: str) -> None:
+    async def _send(self, rig: str, label: str, command: str) -> None:
         try:
             await self.source.send(rig, command)
         except NotAllowed as exc:
-            self.notify(f"{command} {rig}: {exc} (user {self.source.user})",
-                        severity="error", timeout=8)
+            self._say(f"{command} {label}: {exc} (user {self.source.user})", "error")
             return
         except FleetUnreachable as exc:
-            self.notify(f"{command} {rig}: fleet: {exc}; not sent", severity="error",
-                        timeout=8)
+            self._say(f"{command} {label}: fleet: {exc}; not sent", "error")
             return
         self.sent.append((rig, command))
-        self.notify(f"{command} sent to {rig}", timeout=4)
+        self._say(f"{command} sent to {label}", "information")
+
+    def _say(self, text: str, severity: SeverityLevel) -> None:
+        self.notify(text, severity=severity, timeout=8 if severity == "error" else 4,
+                    markup=False)

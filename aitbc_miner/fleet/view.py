@@ -118,6 +118,12 @@ class RigView:
     problems: tuple[str, ...] | None = None
     unreadable: tuple[str, ...] = ()  # fields present but not understood
 
+    @property
+    def label(self) -> str:
+        """The rig id to show: controls and bidi marks replaced, cut to 64 characters (the
+        id itself, as Redis has it, names the rig's keys)."""
+        return untrusted.scrub(self.rig, max_chars=64)
+
     def heartbeat_age(self, now: float) -> float | None:
         return None if self.seen is None else max(0.0, now - self.seen)
 

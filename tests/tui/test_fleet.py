@@ -57,11 +57,23 @@ def rows(app: FleetConsole) -> list[str]:
     return [str(key.value) for key in table.rows]
 
 
+async def shown(pilot: Any, app: FleetConsole, *texts: str, rigs: int = 3) -> str:
+    """Wait until the three rigs are read, the screen shows ``texts`` (every rig's row and
+    the history by default) and the same screen is drawn twice in a row (layout done)."""
+    await until(pilot, lambda: len(rows(app)) == rigs and app.history_rig is not None)
+    wanted = texts or ("rig-a", "rig-b", "rig-c", "Outbox")
+    await until(pilot, lambda: all(t in screen_text(app) for t in wanted), what=str(wanted))
+    previous = ""
+    while (text := screen_text(app)) != previous:
+        previous = text
+        await pilot.pause(0.05)
+    return text
+
+
 async def test_every_rig_side_by_side(fleet: Callable[..., RedisFleet]) -> None:
     app = console(fleet(), refresh_s=None)
     async with app.run_test(size=(140, 36)) as pilot:
-        await until(pilot, lambda: len(rows(app)) == 3, what="three rigs")
-        text = screen_text(app)
+        text = await shown(pilot, app)
         for needed in ("rig-a", "rig-b", "rig-c", "running", "paused", "gone",
                        "2 GPU 92 % 782 W", "3/4", "1,234", "12.5000", "5 s ago", "2m30s ago",
                        "GPU 0 at 41 C, fan 0 rpm", "commands as default", "2 live, 1 gone"):
@@ -73,7 +85,7 @@ async def test_every_rig_side_by_side(fleet: Callable[..., RedisFleet]) -> None:
 async def test_snapshot_three_rigs(fleet: Callable[..., RedisFleet], svg_snapshot: Any) -> None:
     app = console(fleet(), refresh_s=None)
     async with app.run_test(size=(130, 34)) as pilot:
-        await until(pilot, lambda: len(rows(app)) == 3 and app.history_rig == "rig-a")
+        await shown(pilot, app)
         assert svg_snapshot == await screenshot(pilot)
 
 
@@ -85,6 +97,29 @@ async def test_selecting_a_rig_shows_its_history(fleet: Callable[..., RedisFleet
         await until(pilot, lambda: app.history_rig == "rig-c", what="rig-c's history")
         assert "rig-c: 30 samples over 4m50s" in str(app.query_one(RigPanel).border_title)
         assert "GPU util" in screen_text(app) and "100 %" in screen_text(app)
+
+
+async def test_bad_content_shows_as_unknown(redis_server: RedisServer,
+                                             fleet: Callable[..., RedisFleet]) -> None:
+    writer = Redis.from_url(redis_server.url)
+    try:
+        await writer.zadd(f"aitbc:fleet:{FLEET}:rigs", {"rig-\x1b[31mx": NOW + 10})
+        await writer.hset(f"aitbc:fleet:{FLEET}:rig:rig-\x1b[31mx", mapping={
+            "state": "[b]running[/b]", "seen": "soon", "running": "-3", "slots": "2",
+            "gpus": "[{]", "problems": '["[red]disk[/red] full"]', "earned_per_hour": "NaN",
+            "completed": b"\xff"})
+        await writer.xadd(f"aitbc:fleet:{FLEET}:metrics:rig-\x1b[31mx",
+                          {"gpu_util_pct": "hot", "power_w": "12"})
+    finally:
+        await writer.aclose()
+    app = console(fleet(), refresh_s=None)
+    async with app.run_test(size=(140, 36)) as pilot:
+        text = await shown(pilot, app, "rig-\ufffd[31mx", "not understood: ", rigs=4)
+        line = next(row for row in text.splitlines() if "rig-\ufffd" in row)
+        assert "[b]runnin" in line and "?/2" in line and "[red]disk[/red] full" in line
+        assert "never" in line  # no heartbeat time that can be read
+        assert "not understood: seen, running, completed, earned_per_hour, gpus" in text
+        assert "\x1b" not in text
 
 
 class Rig:
