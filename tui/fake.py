@@ -179,6 +179,21 @@ def gpu_history(util: Iterable[float | None], vram: float, temp: float, power: f
                       follow(temp, 35.0), follow(power, 20.0))
 
 
+def gpu_history(util: Iterable[float | None], vram: float, temp: float, power: float,
+                end: float = T0) -> GpuHistory:
+    """Ten minutes of 5 s bucket means: ``util`` as given (None: a gap), the others
+    following it (VRAM in MiB, temperature and power at full load)."""
+    u = tuple(util)
+    counts = tuple(0 if v is None else 5 for v in u)
+
+    def follow(top: float, floor: float) -> Series:
+        return Series(5.0, end, tuple(None if v is None else round(floor + (top - floor) * v / 100,
+                                                                   1) for v in u), counts)
+
+    return GpuHistory(Series(5.0, end, u, counts), follow(vram, vram * 0.8),
+                      follow(temp, 35.0), follow(power, 20.0))
+
+
 def two_gpus(*, lost: bool = False, simulated: bool = False) -> GpuStatus:
     """GPU 0 busy with an inference job through Ollama; GPU 1 idle for the miner, but
     someone else's process holds 1.9 GiB on it."""
@@ -193,7 +208,7 @@ def two_gpus(*, lost: bool = False, simulated: bool = False) -> GpuStatus:
                 slot_ids=("gpu:GPU-0a1b2c3d-0000",), simulated=simulated,
                 history=gpu_history(history_a, 11_469, 68, 142), energy_wh=812.5,
                 processes=(GpuProcess(2981, ProcessRole.BACKEND, 10_950, "C", "ollama",
-                                      "ollama"),))
+                                      "ollama", sm_pct=83),))
     foreign = GpuProcess(41_877, ProcessRole.FOREIGN, 1_946, "C", "bob", "python3")
     if lost:
         b = GpuView(1, "GPU-9f8e7d6c-1111", f"{prefix}NVIDIA GeForce RTX 4060 Ti", "lost",

@@ -158,7 +158,7 @@ def process_lines(view: GpuView, snap: Snapshot) -> list[Content]:
     if not view.processes:
         return [Content.styled("no process on this device", "$foreground-muted")]
     lines = [Content.styled(f"{'PID':>8}  {'USER':<12} {'COMMAND':<18} {'TYPE':<4} "
-                            f"{'VRAM':>9}  WHO", "bold")]
+                            f"{'VRAM':>9} {'SM':>5}  WHO", "bold")]
     for proc in view.processes[:MAX_PROCESSES]:
         lines.append(_process_line(proc, view, snap))
     if len(view.processes) > MAX_PROCESSES:
@@ -182,9 +182,10 @@ def _process_line(proc: GpuProcess, view: GpuView, snap: Snapshot) -> Content:
         who = f"SOMEONE ELSE on GPU {view.index}"
     user = (proc.user or "?")[:12]
     command = (proc.command or "?")[:18]
+    sm = "-" if proc.sm_pct is None else f"{proc.sm_pct} %"
     return Content.assemble(
         (f"{proc.pid:>8}  {user:<12} {command:<18} {proc.kind:<4} ", ""),
-        (f"{_gib(proc.vram_mib):>9}  ", "bold"), (who, style))
+        (f"{_gib(proc.vram_mib):>9}", "bold"), (f" {sm:>5}  ", ""), (who, style))
 
 
 class GpuCard(Static):

@@ -112,7 +112,8 @@ class GpuSample:
 
     ``processes`` maps a PID to its VRAM in MiB (``NA`` where NVML cannot say, e.g.
     under WDDM), compute and graphics processes alike; ``process_kinds`` maps each PID
-    to ``"C"`` (compute), ``"G"`` (graphics) or ``"C+G"``. Every other field is ``NA``
+    to ``"C"`` (compute), ``"G"`` (graphics) or ``"C+G"``; ``process_sm_pct`` maps a PID
+    to its share of the SMs in % (where the device can say). Every other field is ``NA``
     when the device cannot report it, and all of them are ``NA`` once the device is lost.
     """
 
@@ -133,6 +134,7 @@ class GpuSample:
     power_limit_w: MaybeFloat = NA
     processes: Mapping[int, MaybeInt] = field(default_factory=lambda: MappingProxyType({}))
     process_kinds: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
+    process_sm_pct: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
     simulated: bool = False
     reason: str | None = None  # why it is lost (or why this reading failed)
 
@@ -149,7 +151,7 @@ class GpuSample:
         out: dict[str, Any] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
-            if name in ("processes", "process_kinds"):
+            if name in ("processes", "process_kinds", "process_sm_pct"):
                 value = {str(pid): or_none(v) for pid, v in value.items()}
             elif isinstance(value, StrEnum):
                 value = value.value

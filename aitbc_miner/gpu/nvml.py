@@ -40,8 +40,10 @@ log = logging.getLogger("aitbc_miner.gpu")
 MIB: Final = 1 << 20  # NVML reports bytes; we show MiB
 UINT_NA: Final = 0xFFFFFFFF  # NVML_VALUE_NOT_AVAILABLE_uint: a field the driver left blank
 
-#: A device's process maps carried over from its previous sample: (PID -> MiB, PID -> kind).
-KeptProcesses = tuple[Mapping[int, MaybeInt], Mapping[int, str]]
+#: A device's process maps carried over from its previous sample: PID -> MiB, PID -> kind,
+#: PID -> SM utilization %.
+KeptProcesses = tuple[Mapping[int, MaybeInt], Mapping[int, str], Mapping[int, int]]
+PROCESS_UTIL_WINDOW_S: Final = 5.0  # per-process SM samples younger than this are read
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,13 +282,16 @@ class Nvml:
         power = q("nvmlDeviceGetPowerUsage", h)
         limit = q("nvmlDeviceGetEnforcedPowerLimit", h)
         kinds: Mapping[int, str]
+        sm: Mapping[int, int]
         if keep_processes is not None:
-            procs, kinds = keep_processes
+            procs, kinds, sm = keep_processes
         elif ref.mig_enabled:
-            procs, kinds = {}, {}  # processes run on its instances; they are read there
+            procs, kinds, sm = {}, {}, {}  # processes run on its instances: read there
         else:
             procs, kinds = _processes(q("nvmlDeviceGetComputeRunningProcesses", h),
                                       q("nvmlDeviceGetGraphicsRunningProcesses", h))
+            since_us = max(0, int((at - PROCESS_UTIL_WINDOW_S) * 1_000_000))
+            sm = _sm_utilization(q("nvmlDeviceGetProcessUtilization", h, since_us), procs)
         return GpuSample(
             index=ref.index, uuid=ref.uuid, name=ref.name, at=at,
             mig_parent=ref.mig_parent, mig_enabled=ref.mig_enabled,
@@ -298,6 +303,7 @@ class Nvml:
             temperature_c=_uint(temperature),
             power_w=_watts(power), power_limit_w=_watts(limit),
             processes=frozen_processes(procs), process_kinds=frozen_processes(kinds),
+            process_sm_pct=frozen_processes(sm),
             simulated=self.simulated)
 
     def _unreadable(self, ref: DeviceRef, at: float, exc: Exception) -> GpuSample:
@@ -339,8 +345,25 @@ class _NeverRaised(Exception):
 def _processes_of(previous: Mapping[str, GpuSample] | None, index: str) -> KeptProcesses:
     sample = previous.get(index) if previous else None
     if sample is None:
-        return MappingProxyType({}), MappingProxyType({})
-    return sample.processes, sample.process_kinds
+        return MappingProxyType({}), MappingProxyType({}), MappingProxyType({})
+    return sample.processes, sample.process_kinds, sample.process_sm_pct
+
+
+def _sm_utilization(samples: Any, pids: Mapping[int, Any]) -> dict[int, int]:
+    """PID -> SM utilization % from NVML's per-process samples (the newest sample of each
+    PID; only PIDs on the device's process lists). ``NA`` (not supported, no sample in
+    the window) gives none."""
+    if samples is NA or samples is None:
+        return {}
+    newest: dict[int, tuple[int, int]] = {}
+    for s in samples:
+        pid, at, util = getattr(s, "pid", None), getattr(s, "timeStamp", 0), getattr(
+            s, "smUtil", None)
+        if not isinstance(pid, int) or pid not in pids or not isinstance(util, int):
+            continue
+        if pid not in newest or at >= newest[pid][0]:
+            newest[pid] = (at, max(0, min(100, util)))
+    return {pid: util for pid, (_, util) in newest.items()}
 
 
 def _processes(compute: Any, graphics: Any) -> tuple[dict[int, MaybeInt], dict[int, str]]:

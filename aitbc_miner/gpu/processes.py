@@ -58,7 +58,8 @@ class GpuProcess:
 
     ``vram_mib``: its VRAM in MiB (``None``: NVML cannot say, e.g. under WDDM).
     ``kind``: ``"C"`` compute, ``"G"`` graphics, ``"C+G"`` both (nvitop's letters).
-    ``job_id``: the job it belongs to (role ``job``).
+    ``job_id``: the job it belongs to (role ``job``). ``sm_pct``: its share of the
+    device's SMs in % over the last seconds (``None``: the device cannot say).
     """
 
     pid: int
@@ -68,6 +69,7 @@ class GpuProcess:
     user: str | None = None
     command: str | None = None
     job_id: str | None = None
+    sm_pct: int | None = None
 
     @property
     def foreign(self) -> bool:

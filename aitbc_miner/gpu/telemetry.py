@@ -156,7 +156,8 @@ class TelemetrySnapshot:
                                                   "power_w")}},
                       "processes": [{"pid": p.pid, "role": p.role.value,
                                      "vram_mib": p.vram_mib, "kind": p.kind, "user": p.user,
-                                     "command": p.command, "job_id": p.job_id}
+                                     "command": p.command, "job_id": p.job_id,
+                                     "sm_pct": p.sm_pct}
                                     for p in g.processes]}
                      for g in self.gpus],
             "jobs": [{"job_id": j.job_id, "gpu_uuid": j.gpu_uuid, "samples": j.samples,
@@ -450,7 +451,8 @@ class Sampler:
             info = self._infos.get(pid) or ProcessInfo(pid)
             role, job_id = role_of(info, job_pids, self.backend_pids)
             out.append(GpuProcess(pid, role, or_none(mib), sample.process_kinds.get(pid, "C"),
-                                  info.user, info.command, job_id))
+                                  info.user, info.command, job_id,
+                                  sample.process_sm_pct.get(pid)))
         out.sort(key=lambda p: (-(p.vram_mib or 0), p.pid))
         return tuple(out)
 

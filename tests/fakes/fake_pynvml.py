@@ -60,6 +60,7 @@ class FakeGpu:
     power_limit_mw: int = 400_000
     processes: dict[int, int | None] = field(default_factory=dict)  # pid -> MiB (None: N/A)
     graphics: dict[int, int | None] = field(default_factory=dict)  # graphics processes, same
+    process_util: dict[int, int] = field(default_factory=dict)  # pid -> SM % (its newest sample)
     unsupported: set[str] = field(default_factory=set)  # functions that raise NotSupported
     mig_capable: bool = False  # False: nvmlDeviceGetMigMode raises NotSupported
     mig: list[FakeGpu | None] | None = None  # MIG mode on: its instances (None = empty place)
@@ -263,6 +264,17 @@ class FakeNvml(ModuleType):
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: Any) -> list[Any]:
         gpu = self._device("nvmlDeviceGetGraphicsRunningProcesses", handle)
         return self._process_list(gpu.graphics)
+
+    def nvmlDeviceGetProcessUtilization(self, handle: Any, timeStamp: int) -> list[Any]:
+        """Per-process samples newer than ``timeStamp`` (µs), as the real call answers;
+        NOT_FOUND when there is none (the real driver's answer for "no sample")."""
+        gpu = self._device("nvmlDeviceGetProcessUtilization", handle)
+        now_us = int(time.time() * 1_000_000)
+        if not gpu.process_util or now_us <= timeStamp:
+            raise self.error("NVML_ERROR_NOT_FOUND")
+        return [self.c_nvmlProcessUtilizationSample_t(pid=pid, timeStamp=now_us, smUtil=sm,
+                                                      memUtil=0, encUtil=0, decUtil=0)
+                for pid, sm in gpu.process_util.items()]
 
     def _process_list(self, processes: dict[int, int | None]) -> list[Any]:
         """As the real (v3) calls answer: friendly objects with ``pid`` and

@@ -64,7 +64,8 @@ async def test_every_process_on_a_gpu_with_its_vram_user_command_and_role(
     me = os.getpid()
     fake, sampler = sampler_for(FakeNvml([FakeGpu(
         processes={job.pid: 3000, wrapped: 1500, server.pid: 9000, 1: 2048},
-        graphics={me: 300, 1: 2048})]), process_every=1)
+        graphics={me: 300, 1: 2048}, process_util={server.pid: 83, 1: 12, 999_999: 50})]),
+        process_every=1)
     sampler.track_job("job-a", fake.gpus[0].uuid, [job.pid])
     sampler.track_job("job-b", fake.gpus[0].uuid, [wrapper.pid])
     # When it is sampled
@@ -85,6 +86,9 @@ async def test_every_process_on_a_gpu_with_its_vram_user_command_and_role(
     assert stranger.command == psutil.Process(1).name()
     assert procs[job.pid].user == psutil.Process().username()
     assert procs[job.pid].command == "sleep"
+    # And each its share of the SMs where NVML has a sample (a PID on no list is ignored)
+    assert {p.pid: p.sm_pct for p in procs.values()} == {
+        job.pid: None, wrapped: None, server.pid: 83, me: None, 1: 12}
     # And a second sample names nobody again (cached per process start)
     lookups = sampler.process_lookups
     await sampler.sample_once()
@@ -113,7 +117,8 @@ async def test_devices_without_process_lists_and_odd_answers_never_stop_sampling
     # Given GPU 0 that supports no process list, and GPU 1 whose power call breaks oddly
     fake, sampler = sampler_for(FakeNvml([
         FakeGpu(util_gpu=30, processes={1: 10}, unsupported={
-            "nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"}),
+            "nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses",
+            "nvmlDeviceGetProcessUtilization"}),
         FakeGpu(util_gpu=70)]), process_every=1)
 
     def broken(handle: object) -> int:

@@ -176,7 +176,7 @@ def test_a_lost_gpu_is_marked_lost_and_never_asked_again(fake_nvml: Install) -> 
     fake.gpus[1].lost = False  # even if it answered again, we do not ask it
     again = nvml.read_all(at=3.0)
     assert again[1].state is GpuState.LOST
-    assert sum(fake.calls.values()) - before == 2 * 7  # seven reads for each healthy GPU
+    assert sum(fake.calls.values()) - before == 2 * 8  # eight reads for each healthy GPU
 
 
 @pytest.mark.parametrize("error", ["NVML_ERROR_UNKNOWN", "NVML_ERROR_GPU_IS_LOST"])

@@ -77,6 +77,7 @@ async def test_a_job_with_its_own_process_holds_the_vram_faithfully(tmp_path: Pa
                                                                 "job-2", "sleep")
     assert proc.vram_mib == sample.memory_used_mib - IDLE_VRAM_MIB  # type: ignore[operator]
     assert sample.process_kinds == {job.pid: "C"}
+    assert proc.sm_pct is not None and 70 <= proc.sm_pct <= 97  # the device's load, its own
 
 
 async def test_a_drained_engine_leaves_its_simulated_gpus_idle(tmp_path: Path,

@@ -41,8 +41,9 @@ async def test_g_opens_the_gpu_screen_with_jobs_processes_and_history() -> None:
         assert "3f2a9c01  inference  llama3.2  41.2 tok/s" in text
         assert "20.5000 AITBC on this GPU (520 jobs)" in text
         # its processes: the backend serving the job; on GPU 1 someone else
-        assert "ollama       ollama             C     10.7 GiB  backend serving 3f2a9c01" in text
-        assert "bob          python3            C      1.9 GiB  SOMEONE ELSE on GPU 1" in text
+        assert "ollama       ollama             C     10.7 GiB  83 %  backend serving 3f2a9c01" \
+            in text
+        assert "bob          python3            C      1.9 GiB     -  SOMEONE ELSE on GPU 1" in text
         assert "⚠ GPU 1: someone else is on it: pid 41877 (bob, python3) holds 1.9 GiB" in text
         # the history on a time axis, each cell the mean of 10 s
         assert "-10m" in text and "-5m" in text and "now" in text
