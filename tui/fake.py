@@ -179,21 +179,6 @@ def gpu_history(util: Iterable[float | None], vram: float, temp: float, power: f
                       follow(temp, 35.0), follow(power, 20.0))
 
 
-def gpu_history(util: Iterable[float | None], vram: float, temp: float, power: float,
-                end: float = T0) -> GpuHistory:
-    """Ten minutes of 5 s bucket means: ``util`` as given (None: a gap), the others
-    following it (VRAM in MiB, temperature and power at full load)."""
-    u = tuple(util)
-    counts = tuple(0 if v is None else 5 for v in u)
-
-    def follow(top: float, floor: float) -> Series:
-        return Series(5.0, end, tuple(None if v is None else round(floor + (top - floor) * v / 100,
-                                                                   1) for v in u), counts)
-
-    return GpuHistory(Series(5.0, end, u, counts), follow(vram, vram * 0.8),
-                      follow(temp, 35.0), follow(power, 20.0))
-
-
 def two_gpus(*, lost: bool = False, simulated: bool = False) -> GpuStatus:
     """GPU 0 busy with an inference job through Ollama; GPU 1 idle for the miner, but
     someone else's process holds 1.9 GiB on it."""
