@@ -8,7 +8,7 @@ takes the focus at once, inside the key's own handler, so a letter typed right a
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from textual import on
 from textual.app import ComposeResult
@@ -105,6 +105,14 @@ class SortAndSearch:
     sort_by: str
     reverse: bool
     search_text: str
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Under a dialog or details view the table's keys are not offered (the footer
+        shows the screen on top's)."""
+        if action in ("sort", "reverse", "search", "open"):
+            widget: Any = self
+            return widget.screen is widget.app.screen
+        return True
 
     def next_sort(self) -> str:
         raise NotImplementedError
