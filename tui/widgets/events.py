@@ -188,40 +188,22 @@ class EventLog(OptionList):
     EventLog.-wrap { text-wrap: wrap; }
     """
 
-    BINDINGS = [
-        Binding("f", "follow", "Follow/pause", show=False),
-        Binding("slash", "search", "Search", show=False, key_display="/"),
-        Binding("n", "next_match", "Next match", show=False),
-        Binding("N", "previous_match", "Previous match", show=False),
-        Binding("ampersand", "filter", "Filter", show=False, key_display="&"),
-        Binding("w", "wrap", "Wrap", show=False),
-        Binding("ctrl+s", "save", "Save log", show=False),
+    BINDINGS = [  # each the panel's work (``action_panel``)
+        Binding("f", "panel('toggle_follow')", "Follow/pause", show=False),
+        Binding("slash", "panel('open_search')", "Search", show=False, key_display="/"),
+        Binding("n", "panel('next_match', 1)", "Next match", show=False),
+        Binding("N", "panel('next_match', -1)", "Previous match", show=False),
+        Binding("ampersand", "panel('open_filter')", "Filter", show=False, key_display="&"),
+        Binding("w", "panel('toggle_wrap')", "Wrap", show=False),
+        Binding("ctrl+s", "panel('save')", "Save log", show=False),
     ]
 
     @property
     def panel(self) -> EventsPanel:
         return self.query_ancestor(EventsPanel)
 
-    def action_follow(self) -> None:
-        self.panel.toggle_follow()
-
-    def action_search(self) -> None:
-        self.panel.open_search()
-
-    def action_filter(self) -> None:
-        self.panel.open_filter()
-
-    def action_next_match(self) -> None:
-        self.panel.next_match(1)
-
-    def action_previous_match(self) -> None:
-        self.panel.next_match(-1)
-
-    def action_wrap(self) -> None:
-        self.panel.toggle_wrap()
-
-    def action_save(self) -> None:
-        self.panel.save()
+    def action_panel(self, method: str, *args: int) -> None:
+        getattr(self.panel, method)(*args)
 
     # moving up stops following (the view must not run away); ``end`` follows again
     def action_cursor_up(self) -> None:
