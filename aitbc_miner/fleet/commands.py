@@ -108,6 +108,8 @@ class _Follower:
 
     async def _round(self) -> None:
         """Find the streams, then read them until the next rescan is due."""
+        from redis import exceptions as redis_errors
+
         await self._discover()
         self._recovered()
         loop = asyncio.get_running_loop()
@@ -115,13 +117,33 @@ class _Follower:
         if not self.last:
             await asyncio.sleep(self.rescan_s)
             return
-        while loop.time() < rescan_at:
+        while loop.time() < rescan_at and self.last:
             streams: dict[Any, Any] = dict(self.last)
-            answer: Any = await self.redis.xread(streams, count=READ_COUNT, block=self.block_ms)
+            try:
+                answer: Any = await self.redis.xread(streams, count=READ_COUNT,
+                                                     block=self.block_ms)
+            except redis_errors.ResponseError as exc:
+                if "WRONGTYPE" not in str(exc):
+                    raise
+                await self._forget_non_streams()  # a key became something else
+                continue
             _stop_if_cancelled()
             for stream, entries in answer or ():
                 for entry_id, fields in entries:
                     await self._handle(as_text(stream), as_text(entry_id), fields)
+
+    async def _forget_non_streams(self) -> None:
+        """Stop reading keys that are no longer streams (SCAN finds them again if they
+        become streams once more)."""
+        pipe = self.redis.pipeline(transaction=False)
+        names = list(self.last)
+        for name in names:
+            pipe.type(name)
+        kinds = await pipe.execute()
+        for name, kind in zip(names, kinds, strict=True):
+            if as_text(kind) != "stream":
+                del self.last[name]
+                self.unsaved.discard(name)
 
     async def _discover(self) -> None:
         await self._save()

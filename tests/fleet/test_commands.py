@@ -150,6 +150,23 @@ async def test_bad_entries_are_logged_and_skipped(
     assert "fleet command pause from default failed: the engine refused" in caplog.messages
 
 
+async def test_a_stream_that_turns_into_another_type_is_dropped(
+        redis_server: RedisServer, client: Callable[..., Redis],
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=LOG.name)
+    redis = client(redis_server.url)
+    eve = command_stream(FLEET, "rig-b", "eve")
+    b = Rig()
+    async with following(client(redis_server.url, fleet=True), "rig-b", b):
+        await send_command(redis, FLEET, "rig-b", "pause", user="eve")
+        await b.wait_for(1)
+        await redis.delete(eve)
+        await redis.hset(eve, "command", "drain")  # WRONGTYPE for XREAD from now on
+        await send_command(redis, FLEET, "rig-b", "resume")
+        await b.wait_for(2)
+    assert b.got == [("pause", "eve"), ("resume", "default")]
+
+
 async def test_redis_going_away_is_waited_out(
         redis_server: RedisServer, client: Callable[..., Redis],
         caplog: pytest.LogCaptureFixture) -> None:
