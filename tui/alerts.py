@@ -92,7 +92,7 @@ def problems(snap: Snapshot) -> tuple[Problem, ...]:
             found.append(Problem(f"gpu-lost:{gpu.uuid}", f"GPU {gpu.index} LOST"
                                  + (f" ({gpu.lost_reason})" if gpu.lost_reason else ""),
                                  f"GPU {gpu.index} LOST", GPU_LOST))
-        elif getattr(gpu, "hot", False):  # the engine's verdict (GpuView.hot)
+        elif gpu.hot:  # the engine's verdict
             temp = "" if gpu.temperature_c is None else f" {gpu.temperature_c:.0f} °C"
             found.append(Problem(f"gpu-hot:{gpu.uuid}", f"GPU {gpu.index} HOT{temp}",
                                  f"GPU {gpu.index} HOT{temp}", GPU_HOT, "warning"))

@@ -409,7 +409,7 @@ class EventsPanel(Vertical):
         found = self.matches()
         if not found:
             self.notify("no search, or nothing matches: / searches" if not self.search
-                        else f"nothing matches “{self.search}”", markup=False)
+                        else f'nothing matches "{self.search}"', markup=False)
             return
         self.hold()
         at = self.log_view.highlighted
@@ -442,9 +442,9 @@ class EventsPanel(Vertical):
             found = self.matches()
             at = self.log_view.highlighted if self.is_mounted else None
             if found and at in found:
-                parts.append(f"“{self.search}” {found.index(at) + 1}/{len(found)}")
+                parts.append(f'"{self.search}" {found.index(at) + 1}/{len(found)}')
             else:
-                parts.append(f"“{self.search}” {len(found)} found")
+                parts.append(f'"{self.search}" {len(found)} found')
         if self.wrap:
             parts.append("wrapped")
         self.border_title = " · ".join(parts)
