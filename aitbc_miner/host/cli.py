@@ -364,10 +364,10 @@ def _run_miner(args: argparse.Namespace, headless: bool) -> int:
                       on_output_closed=_end_quietly)
     else:  # the console owns the terminal: logs go to a file beside the journal
         _log_to_file(settings.paths.effective_state_dir, settings.log.level, key)
-    if moved := handed_over():
+    engine = build_engine(settings, exit_when_drained=args.exit_when_drained)
+    if moved := handed_over():  # after the sandbox: a line without isolation=OFF misleads
         log.info("taken out of the process environment at start: %s", ", ".join(moved),
                  extra={"event_name": "environment_cleared", "variables": moved})
-    engine = build_engine(settings, exit_when_drained=args.exit_when_drained)
     host = Host(engine, drain_grace_s=settings.jobs.drain_grace_s,
                 control_socket=control_socket_path(settings),
                 control_access=control_access(settings),

@@ -11,11 +11,13 @@ the extra exec costs a fraction of the start.
 
 from __future__ import annotations
 
+import ctypes
 import sys
 
 from ..handoff import HandoffError, receive_handoff, reexec_without, secret_variables
 
 FATAL = 1  # codes.ExitCode.FATAL, without importing the package's heavier modules yet
+PR_SET_DUMPABLE = 4  # prctl(2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +29,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aitbc-miner: error: cannot take the secrets out of the environment: "
               f"{reason}", file=sys.stderr)
         return FATAL
+    keep_memory_private()
     from .cli import main as cli_main
 
     return cli_main(argv)
+
+
+def keep_memory_private() -> None:
+    """From here on the process holds secrets in memory: no core dump of it, and no other
+    process of the same user may read its memory or its ``/proc`` files (``prctl
+    PR_SET_DUMPABLE 0``; root still can). An exec resets it, so the CLI's second hop (the
+    ``pin_env`` variable) gets it again from this same call in the new image."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # fails only on a kernel without prctl

@@ -28,6 +28,7 @@ import yaml
 
 from tests.runners.helpers import sandbox_or_skip
 from tests.secret_sources.softhsm import softhsm_token
+from tests.unprivileged import as_user, give
 
 from .conftest import MINER_EXE, TERMINAL, MinerLauncher, Proc, event_is
 from .test_cli import assert_one_line_error, run_cli
@@ -274,3 +275,36 @@ def test_a_token_without_the_object_or_with_a_wrong_pin_exits_2_with_one_line(
                          IDENTITY__TOKEN__PIN_FILE=str(pin_file)), **token.env()})
     assert_one_line_error(result, f"miner.key_source: {words[0]}", words[1])
     assert pin not in result.stderr
+
+
+PROBE = """
+import json, sys
+seen = {}
+for name in ("environ", "mem", "cmdline"):
+    try:
+        with open(f"/proc/{sys.argv[1]}/{name}", "rb") as fh:
+            fh.read(1)
+        seen[name] = "read"
+    except OSError as exc:
+        seen[name] = type(exc).__name__
+print(json.dumps(seen))
+"""
+
+
+def test_a_process_of_the_agents_own_user_cannot_read_its_memory(miner: MinerLauncher) -> None:
+    # Given an agent running as an unprivileged user (its coordinator down: it retries)
+    prefix, _, account = as_user()
+    give(miner.root, account)
+    proc = miner.start(None, argv=[*prefix, "-m", "aitbc_miner", "--headless"],
+                       MINER__KEY=f"mk-{uuid.uuid4().hex}",
+                       COORDINATOR__URL="http://127.0.0.1:9",  # nothing listens there
+                       RUNNERS__ALLOWLIST_DIRS="[]")
+    proc.wait_for(event_is("backing_off"), timeout=60)
+    # When another process of that same user tries to read the agent's memory and /proc
+    done = subprocess.run([*prefix, "-c", PROBE, str(proc.pid)], capture_output=True,
+                          text=True, timeout=60, check=False, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    # Then the kernel refuses (the agent is not dumpable: no core dump either), though
+    # the world-readable command line still reads
+    assert json.loads(done.stdout) == {"environ": "PermissionError", "mem": "PermissionError",
+                                       "cmdline": "read"}
