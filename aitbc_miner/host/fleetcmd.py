@@ -47,8 +47,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     fleet.add_argument("action", nargs="?", choices=COMMANDS,
                        help="send this command to RIG through Redis, then exit")
     fleet.add_argument("rig", nargs="?", help="the rig the command is for")
-    fleet.add_argument("--format", type=str.lower, choices=["console", "json"],
-                       default="console", help="console (default) or one JSON document")
+    fleet.add_argument("--format", choices=["console", "json"], default="console",
+                       type=lambda v: "console" if v.lower() in ("text", "table") else v.lower(),
+                       help="console (default; text and table mean it too) or one JSON "
+                       "document")
     fleet.add_argument("--history", type=int, default=0, metavar="N",
                        help="with --format json: each rig's last N metrics samples")
     fleet.add_argument("--redis-url", metavar="URL",
