@@ -208,8 +208,9 @@ class _Follower:
 
 
 def _stop_if_cancelled() -> None:
-    """redis-py (8.1, Python 3.11) can swallow a cancellation that lands while a blocking
-    XREAD times out, and return as if nothing happened: a cancelled follower must stop."""
+    """redis-py (seen with 8.1 on Python 3.11; redis/redis-py#2028) can swallow a
+    cancellation that lands while a blocking read times out, and return as if nothing
+    happened: a cancelled follower must stop all the same."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
