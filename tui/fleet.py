@@ -25,7 +25,7 @@ from textual.notifications import SeverityLevel
 from textual.widgets import DataTable, Footer, Static
 
 from aitbc_miner.fleet.view import (
-    FleetUnreachable,
+    FleetError,
     FleetView,
     MetricsSample,
     NotAllowed,
@@ -360,7 +360,10 @@ class FleetConsole(App[None]):
     @work(exclusive=True, group="poll", exit_on_error=False)
     async def _poll(self) -> None:
         while True:
-            await self.refresh_fleet()
+            try:
+                await self.refresh_fleet()
+            except Exception as exc:  # a bug must not stop the refreshes: say it, go on
+                self._trouble(f"fleet: cannot show the fleet: {type(exc).__name__}: {exc}")
             if self.refresh_s is None:
                 return
             await asyncio.sleep(self.refresh_s)
@@ -371,7 +374,7 @@ class FleetConsole(App[None]):
             view = await self.source.read(self.clock())
             rig = self.rigs.selected_rig or (view.rigs[0].rig if view.rigs else None)
             samples = await self.source.history(rig) if rig is not None else ()
-        except (FleetUnreachable, NotAllowed) as exc:
+        except FleetError as exc:
             self._trouble(f"fleet: {exc}")
             return
         self.view, self.problem = view, None
@@ -412,7 +415,7 @@ class FleetConsole(App[None]):
     async def _load_history(self, rig: str) -> None:
         try:
             samples = await self.source.history(rig)
-        except (FleetUnreachable, NotAllowed) as exc:
+        except FleetError as exc:
             self._trouble(f"fleet: {exc}")
             return
         if self.rigs.selected_rig == rig:
@@ -443,7 +446,7 @@ class FleetConsole(App[None]):
         except NotAllowed as exc:
             self._say(f"{command} {label}: {exc} (user {self.source.user})", "error")
             return
-        except FleetUnreachable as exc:
+        except FleetError as exc:
             self._say(f"{command} {label}: fleet: {exc}; not sent", "error")
             return
         self.sent.append((rig, command))

@@ -5,8 +5,8 @@ Everything in Redis is outside input: another rig's version, a hand-edited key, 
 half-written hash. Each field is read on its own; one that is missing reads as unknown
 (``None``), one that is present but not understood also reads as unknown and is named in
 ``RigView.unreadable``. Nothing read here can raise past ``read_fleet`` and
-``read_history`` except the two errors of talking to Redis at all: ``FleetUnreachable``
-and ``NotAllowed``.
+``read_history`` except a ``FleetError``: Redis unreachable, the ACL refusing, or Redis
+answering an error (the fleet's member set is not a sorted set).
 """
 
 from __future__ import annotations
@@ -44,15 +44,23 @@ def fleet_key(fleet: str, name: str) -> str:
     return f"{KEY_ROOT}{fleet}:{name}"
 
 
-class FleetUnreachable(Exception):
+class FleetError(Exception):
+    """Reading or commanding the fleet failed; ``str()`` is one line for the operator."""
+
+
+class FleetUnreachable(FleetError):
     """Redis did not answer: down, refused the connection, or timed out."""
 
 
-class NotAllowed(Exception):
+class NotAllowed(FleetError):
     """Redis answered no: the ACL refuses the command or key, or the login is wrong."""
 
 
-def redis_problem(exc: BaseException) -> FleetUnreachable | NotAllowed | None:
+class FleetUnreadable(FleetError):
+    """Redis answered with an error: a fleet key of the wrong type, a server error."""
+
+
+def redis_problem(exc: BaseException) -> FleetError | None:
     """What an error of redis-py means for the operator, or None for any other error
     (``str()`` is one line, never the URL's password)."""
     from redis import exceptions as redis_errors
@@ -63,6 +71,9 @@ def redis_problem(exc: BaseException) -> FleetUnreachable | NotAllowed | None:
         return NotAllowed("Redis refused the login (user name or password)")
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
         return FleetUnreachable("Redis unreachable")
+    if isinstance(exc, redis_errors.ResponseError):
+        first = (str(exc).splitlines() or [""])[0]
+        return FleetUnreadable(untrusted.scrub(f"Redis answered: {first}", max_chars=200))
     return None
 
 
@@ -213,9 +224,16 @@ async def read_fleet(redis: Redis, fleet: str, *, now: float | None = None) -> F
 
 async def read_history(redis: Redis, fleet: str, rig: str,
                        count: int = HISTORY) -> tuple[MetricsSample, ...]:
-    """The rig's last ``count`` metrics samples, oldest first."""
-    with talking_to_redis():
-        entries: Any = await redis.xrevrange(fleet_key(fleet, f"metrics:{rig}"), count=count)
+    """The rig's last ``count`` metrics samples, oldest first (none when the key is not a
+    stream)."""
+    try:
+        with talking_to_redis():
+            entries: Any = await redis.xrevrange(fleet_key(fleet, f"metrics:{rig}"),
+                                                 count=count)
+    except FleetUnreadable as exc:
+        if "WRONGTYPE" in str(exc):
+            return ()
+        raise
     return tuple(_sample(entry_id, fields) for entry_id, fields in reversed(entries or []))
 
 

@@ -27,6 +27,7 @@ from ..config import ConfigError, Settings
 from ..config.model import FleetSettings
 from ..fleet.commands import COMMANDS, redis_user, send_command
 from ..fleet.view import (
+    FleetError,
     FleetUnreachable,
     FleetView,
     MetricsSample,
@@ -138,7 +139,7 @@ async def _run(args: argparse.Namespace, settings: FleetSettings,
             await _console(source, args)
     except NotAllowed as exc:
         return say(f"{PROG}: {exc} (Redis user {source.user})", ExitCode.CONFIG)
-    except FleetUnreachable as exc:
+    except FleetError as exc:  # unreachable, or an error answered
         return say(f"{PROG}: fleet: {exc} ({source.where})", ExitCode.FATAL)
     finally:
         await redis.aclose()

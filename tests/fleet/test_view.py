@@ -14,6 +14,7 @@ from aitbc_miner.fleet.connect import connect
 from aitbc_miner.fleet.view import (
     ACL_REFUSED,
     FleetUnreachable,
+    FleetUnreadable,
     NotAllowed,
     read_fleet,
     read_history,
@@ -107,6 +108,14 @@ async def test_history_oldest_first_and_tolerant(redis: Redis) -> None:
     (odd,) = await read_history(redis, FLEET, "odd")
     assert (odd.ts, odd.gpu_util_pct, odd.power_w) == (1700000000.123, None, None)
     assert await read_history(redis, FLEET, "nobody") == ()
+
+
+async def test_keys_of_the_wrong_type(redis: Redis) -> None:
+    await redis.hset(key(FLEET, "metrics:rig-a"), "ts", "1")
+    assert await read_history(redis, FLEET, "rig-a") == ()
+    await redis.set(key(FLEET, "rigs"), "a string")
+    with pytest.raises(FleetUnreadable, match="^Redis answered: WRONGTYPE"):
+        await read_fleet(redis, FLEET)
 
 
 async def test_redis_down_is_unreachable(redis_server: RedisServer) -> None:
