@@ -16,7 +16,6 @@ it off the event loop). Every value read is registered with the log redaction.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import re
 import stat
@@ -211,7 +210,7 @@ def _check_private(path: Path, fd: int, mode: int) -> None:
 
 def filesystem_type(fd: int) -> int:
     """``statfs(2)``'s ``f_type`` of the file system holding ``fd`` (Linux)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded
     buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
     if libc.fstatfs(fd, buf) != 0:
         err = ctypes.get_errno()
