@@ -86,7 +86,7 @@ class JobsTable(SortAndSearch, DataTable[Text]):
     JobsTable:focus { border: round $primary; }
     """
 
-    BINDINGS = [Binding("enter", "open", "Details", key_display="⏎", show=False), *SORT_SEARCH_KEYS]
+    BINDINGS = [Binding("enter", "open", "Details", key_display="⏎"), *SORT_SEARCH_KEYS]
 
     class Open(Message):
         """Enter on a job: show its details."""
@@ -118,7 +118,7 @@ class JobsTable(SortAndSearch, DataTable[Text]):
     def on_mount(self) -> None:
         self._add_columns()
         self.border_title = "Running jobs"
-        self.border_subtitle = "⏎ details · s sort · / search"
+        self.border_subtitle = "s sort · / search"
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._restyle())
 
     def _add_columns(self) -> None:

@@ -83,7 +83,7 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
         Binding("pagedown", "page(1)", "Page down", show=False),
         Binding("home", "home", "Newest", show=False),
         Binding("end", "end", "Oldest", show=False),
-        Binding("enter", "open", "Details", key_display="⏎", show=False),
+        Binding("enter", "open", "Details", key_display="⏎"),
         *SORT_SEARCH_KEYS,
     ]
 
@@ -118,7 +118,7 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
         self.search_text = ""
         self._view: list[ReceiptView] | None = None  # shown, top first, while sorted/searched
         self._cw = {"units": 5, "price": 5, "verdict": 7}  # widest cell seen per column
-        self.border_subtitle = "⏎ details · s sort · / search"
+        self.border_subtitle = "s sort · / search"
 
     # --- data -------------------------------------------------------------------
 

@@ -95,7 +95,7 @@ class TableSearch(Horizontal):
 
 SORT_SEARCH_KEYS = [Binding("s", "sort", "Sort", show=False),
                     Binding("S", "reverse", "Reverse", show=False),
-                    Binding("slash", "search", "Search", key_display="/")]
+                    Binding("slash", "search", "Search", key_display="/", show=False)]
 
 
 class SortAndSearch:
