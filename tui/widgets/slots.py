@@ -93,7 +93,7 @@ def slot_grid(snap: Snapshot, width: int) -> list[Content]:
 
 def queue_lines(snap: Snapshot) -> list[Content]:
     queued = sum(1 for j in snap.jobs if j.slot_id is None)
-    flight = f"{snap.polls_in_flight} claim{'s' if snap.polls_in_flight != 1 else ''} in flight"
+    flight = f"{snap.polls_in_flight} in flight"  # claims, said as the header says it
     parts = [(f"outbox {snap.outbox}", "bold $warning" if snap.outbox else ""),
              (" · ", "$foreground-muted"), (f"poll {snap.poll_interval_s:.2f} s", ""),
              (" · ", "$foreground-muted"), (flight, "")]
