@@ -20,6 +20,7 @@ from tui.fake import T0, FakeEngine, receipts, sample_events, sample_snapshot, t
 from tui.widgets.earnings import EarningsPanel
 from tui.widgets.events import EventsPanel
 from tui.widgets.gpu import GpuPanel
+from tui.widgets.header import StatusHeader
 from tui.widgets.jobs import JobsTable
 from tui.widgets.receipts import ReceiptsTable
 from tui.widgets.slots import SlotsPanel
@@ -77,7 +78,8 @@ def assert_whole(app: MinerConsole, panel: Any, width: int, height: int) -> None
     name = type(panel).__name__
     region = panel.region
     text = screen_text(app).splitlines()
-    assert region.x >= 0 and region.y >= 2, f"{name} over the header: {region}"
+    header = app.dashboard.query_one(StatusHeader).region
+    assert region.x >= 0 and region.y >= header.bottom, f"{name} over the header: {region}"
     assert region.right <= width and region.bottom <= height - 1, (
         f"{name} runs off the screen or under the footer: {region} at {width}x{height}")
     assert region.height >= 3, f"{name} has no line inside its border: {region}"
