@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aitbc_miner.money import format_amount
+from aitbc_miner.engine.snapshot import format_amount
 
 SPARK = "▁▂▃▄▅▆▇█"
 BAR_FULL, BAR_EMPTY = "█", "░"

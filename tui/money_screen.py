@@ -15,8 +15,14 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from aitbc_miner.engine.snapshot import Earnings, Money, Profitability, ProfitLine, Snapshot
-from aitbc_miner.money import format_amount
+from aitbc_miner.engine.snapshot import (
+    Earnings,
+    Money,
+    Profitability,
+    ProfitLine,
+    Snapshot,
+    format_amount,
+)
 
 from .messages import SnapshotArrived
 from .protocol import EngineLike

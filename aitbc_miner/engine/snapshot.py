@@ -22,6 +22,7 @@ from ..money import Money as Money
 from ..money import Profitability as Profitability
 from ..money import ProfitLine as ProfitLine
 from ..money import amount_of
+from ..money import format_amount as format_amount
 
 
 class Mode(StrEnum):

@@ -8,8 +8,7 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widgets import Static
 
-from aitbc_miner.engine.snapshot import Earnings
-from aitbc_miner.money import format_amount
+from aitbc_miner.engine.snapshot import Earnings, format_amount
 
 from .. import fmt
 
