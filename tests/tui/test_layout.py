@@ -139,6 +139,24 @@ async def test_every_panel_is_whole_and_model_names_are_whole(size: tuple[int, i
             assert slots.region.y == gpu.region.y
 
 
+@pytest.mark.parametrize("size", [(100, 40), (120, 34)], ids=["100x40", "120x34"])
+async def test_header_line_two_is_never_cut(size: tuple[int, int]) -> None:
+    """Jobs waiting for a slot and outcomes in the outbox make line 2 long: it is said
+    in its shorter wording, whole, rather than cut."""
+    snap = busy_rig()
+    waiting = tuple(dataclasses.replace(j, job_id=f"c{i}{j.job_id[2:]}", slot_id=None,
+                                        state="queued", started_at=None)
+                    for i, j in enumerate(snap.jobs[:3]))
+    snap = dataclasses.replace(snap, jobs=snap.jobs + waiting, outbox=12_345)
+    app = MinerConsole(FakeEngine(snap, sample_events()), theme="aitbc-dark",
+                       clock=lambda: T0, started_at=T0 - 7980, prefs_path=None, tick=None)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        line = screen_text(app).splitlines()[1].rstrip()
+        assert "…" not in line and "outbox 12345" in line and "poll 0.50 s" in line, line
+        assert "3 waiting" in line
+
+
 @pytest.mark.parametrize("size", [(100, 40), (200, 50)], ids=["100x40", "200x50"])
 async def test_receipts_and_earnings_get_room_at_the_larger_sizes(
         size: tuple[int, int]) -> None:

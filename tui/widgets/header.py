@@ -252,6 +252,8 @@ class StatusHeader(Vertical):
         one = line_one(snap, now, started_at, width, compact, quitting, attachment,
                        len(found))
         two = line_two(snap, compact, attachment, now, found)
+        if not compact and two.cell_length > width:  # the narrow wording says it whole
+            two = line_two(snap, True, attachment, now, found)
         shown = (one.plain, one.spans, two.plain, two.spans)
         if shown != self._shown:
             self._shown = shown
