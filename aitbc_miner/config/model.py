@@ -236,6 +236,9 @@ class GpuSettings(_Section):
                         "graphs (bucket means; 120 = 10 minutes)", ge=1, le=3600)
     simulate: Int = _doc(0, "Fake GPUs for the demo, shown as SIMULATED (0 = real NVML)",
                          ge=0, le=64)
+    simulate_lost_file: OptPath = _doc(
+        None, "Simulated GPUs only: while this file exists, the GPUs whose indexes it lists "
+        "(one per line; none listed: all) fall off the bus (demos and tests of GPU loss)")
 
 
 class JobSettings(_Section):

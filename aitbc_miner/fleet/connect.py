@@ -30,7 +30,9 @@ def connect(settings: FleetSettings) -> Redis:
         "socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": CONNECT_TIMEOUT_S,
         # Bytes that are not UTF-8 (any client may write any key) read as U+FFFD, never
         # as an exception out of a read.
-        "decode_responses": True, "encoding_errors": "replace", "retry": Retry(NoBackoff(), 0),
+        # One retry: a pooled connection Redis dropped (a restart) is replaced at once;
+        # a Redis that is down still fails fast (the second connect is refused too).
+        "decode_responses": True, "encoding_errors": "replace", "retry": Retry(NoBackoff(), 1),
         "health_check_interval": 15,
     }
     if not settings.sentinel:

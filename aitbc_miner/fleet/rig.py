@@ -282,6 +282,8 @@ class FleetRig:
 
     async def _join(self) -> None:
         redis = self.redis
+        # Connections from before an outage are dead: drop them all, not one per error.
+        await redis.connection_pool.disconnect()
         await redis.ping()
         await self._renew_lease()
         for kind in KINDS:
@@ -338,6 +340,11 @@ class FleetRig:
                     args=[self.rig_id, DONE_TTL_S, job_id])
             else:
                 await self.redis.hdel(self.key(f"running:{self.rig_id}"), job_id)
+        for job_id, held in list(self.core.held.items()):  # claimed while Redis was away
+            if job_id not in running and held.task is not None and not held.staged:
+                record = await journal.get(job_id)
+                if record is not None:
+                    await self.claimed(job_id, record.payload, record.constraints)
         for member in await self.redis.smembers(self.key(f"outcomes:{self.rig_id}")):
             job_id = as_text(member)
             if await journal.get(job_id) is None:

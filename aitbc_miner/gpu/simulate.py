@@ -21,6 +21,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -46,8 +47,10 @@ def _no_load() -> Mapping[str, tuple[frozenset[int], ...]]:
 def simulated_module(count: int, *, name: str = "NVIDIA H100 80GB HBM3",
                      memory_mib: int = 81559, clock: Callable[[], float] = time.monotonic,
                      load: Load = _no_load, backend_pid: int | None = None,
-                     power_limit_w: int = 700) -> Any:
-    """A pynvml stand-in with ``count`` devices that follow ``load`` (idle without it)."""
+                     power_limit_w: int = 700,
+                     lost: Callable[[int], bool] | None = None) -> Any:
+    """A pynvml stand-in with ``count`` devices that follow ``load`` (idle without it);
+    a device for which ``lost(index)`` is true answers as a GPU fallen off the bus."""
     if not 0 <= count <= MAX_SIMULATED:
         raise ValueError(f"simulate between 0 and {MAX_SIMULATED} GPUs, not {count}")
     import pynvml as real  # errors and structs only; no NVML call is made
@@ -62,6 +65,8 @@ def simulated_module(count: int, *, name: str = "NVIDIA H100 80GB HBM3",
     def check(handle: Any) -> int:
         if not isinstance(handle, int) or not 0 <= handle < count:
             raise real.NVMLError(real.NVML_ERROR_INVALID_ARGUMENT)
+        if lost is not None and lost(handle):
+            raise real.NVMLError(real.NVML_ERROR_GPU_IS_LOST)
         return handle
 
     def uuid_of(i: int) -> str:
@@ -157,6 +162,21 @@ def simulated_module(count: int, *, name: str = "NVIDIA H100 80GB HBM3",
         nvmlDeviceGetComputeRunningProcesses=processes,
         nvmlDeviceGetGraphicsRunningProcesses=no_graphics,
     )
+
+
+def lost_file(path: Path) -> Callable[[int], bool]:
+    """``lost`` for :func:`simulated_module`: while ``path`` exists, the devices whose
+    indexes it lists (one per line; none listed: all) are lost (demos and tests)."""
+
+    def lost(index: int) -> bool:
+        try:
+            text = path.read_text()
+        except OSError:
+            return False
+        listed = {int(w) for w in text.split() if w.isdigit()}
+        return not listed or index in listed
+
+    return lost
 
 
 def simulated_nvml(count: int, **kwargs: Any) -> Nvml:

@@ -28,6 +28,7 @@ from ..energy import tariff_from
 from ..engine import Engine, SlotPool, Tuning
 from ..engine.snapshot import AuthRefusedEvent
 from ..gpu import GpuSlotSpec, Nvml, Sampler, gpu_slot_specs, simulated_nvml
+from ..gpu.simulate import lost_file
 from ..identity.rigkey import open_rig_key
 from ..identity.signed_result import ResultSigner
 from ..logs import add_static_field
@@ -182,7 +183,9 @@ def probe_gpus(settings: Settings) -> tuple[Sampler | None, tuple[GpuSlotSpec, .
         add_static_field("gpus", "SIMULATED")  # every log line says so
     sampler: Sampler | None = None
     # Simulated devices follow the jobs the sampler tracks: idle while nothing runs.
-    nvml = (simulated_nvml(g.simulate, load=lambda: sampler.workload if sampler else {})
+    lost = lost_file(g.simulate_lost_file) if g.simulate_lost_file else None
+    nvml = (simulated_nvml(g.simulate, load=lambda: sampler.workload if sampler else {},
+                           lost=lost)
             if g.simulate else Nvml())
     sampler = Sampler(nvml, interval_s=g.sample_interval_s, history=g.history,
                       process_every=g.process_every)
