@@ -1,4 +1,4 @@
-"""Wire models of the AITBC coordinator protocol (../shared/spec/coordinator-protocol.md).
+"""Wire models of the AITBC coordinator protocol (docs/protocol.md).
 
 Every model accepts unknown keys (``extra="allow"``): both released coordinator lines
 (2026-01, 2026-08) add fields over time and the miner must not break on them. The

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from aitbc_miner.codes import ERROR_CODES, ErrorCode
@@ -29,3 +30,22 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_quick_start_runs_the_demo_in_one_command() -> None:
     assert "python3 -m venv .venv && .venv/bin/pip install -q . && .venv/bin/aitbc-miner demo" \
         in README
+
+
+def test_no_tracked_file_refers_to_paths_outside_the_repository() -> None:
+    # Given every tracked text file (binary files and SVG snapshots skipped)
+    outside = ("../" + "shared", "/" + "work/")  # spelled apart, so this file passes too
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], check=True,
+                            capture_output=True).stdout.decode().split("\0")
+    offenders = []
+    for name in filter(None, listed):
+        path = ROOT / name
+        if name.endswith(".svg") or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if b"\0" in data[:8192]:
+            continue
+        # Then none names the workspace it was written in: the repository stands alone
+        text = data.decode("utf-8", errors="replace")
+        offenders += [f"{name}: {needle}" for needle in outside if needle in text]
+    assert offenders == []
