@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
+from aitbc_miner.engine import JobRecord, JobState, Outcome
 from aitbc_miner.engine.bus import EventBus, Subscription
 from aitbc_miner.engine.snapshot import (
     ConnectionView,
@@ -37,7 +38,6 @@ from aitbc_miner.engine.snapshot import (
     SlotView,
     Snapshot,
 )
-from aitbc_miner.journal import JobRecord, JobState, Outcome
 
 T0 = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC: the frozen "now" of snapshot tests
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol, runtime_checkable
 
+from aitbc_miner.engine import JobRecord
 from aitbc_miner.engine.snapshot import Event, ReceiptView, Snapshot
-from aitbc_miner.journal import JobRecord
 
 Clock = Callable[[], float]
 SnapshotListener = Callable[[Snapshot], None]

@@ -18,8 +18,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from aitbc_miner.engine import FINAL_STATES, JobRecord
 from aitbc_miner.engine.snapshot import Event, ReceiptView, RunningJob, Snapshot
-from aitbc_miner.journal import FINAL_STATES, JobRecord
 
 from . import fmt
 from .widgets.events import describe, flag

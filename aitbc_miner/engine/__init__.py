@@ -1,5 +1,7 @@
-"""The engine's public surface: the Engine, its tuning, snapshots and events."""
+"""The engine's public surface: the Engine, its tuning, snapshots and events, and the
+journal's record of a job as ``Engine.job_record`` returns it."""
 
+from ..journal import FINAL_STATES, JobRecord, JobState, Outcome
 from .core import Tuning
 from .engine import Engine
 from .slots import Slot, SlotPool
@@ -18,6 +20,7 @@ from .snapshot import (
 )
 
 __all__ = [
-    "ConnectionView", "Counters", "Engine", "Event", "Link", "LoopView", "Mode", "OutcomeView",
-    "RunningJob", "Slot", "SlotPool", "SlotState", "SlotView", "Snapshot", "Tuning",
+    "FINAL_STATES", "ConnectionView", "Counters", "Engine", "Event", "JobRecord", "JobState",
+    "Link", "LoopView", "Mode", "Outcome", "OutcomeView", "RunningJob", "Slot", "SlotPool",
+    "SlotState", "SlotView", "Snapshot", "Tuning",
 ]
