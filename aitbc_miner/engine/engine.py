@@ -291,7 +291,9 @@ class Engine:
             self.cancel(job_id, reason=GPU_LOST_REASON)
         core.emit(GpuLost(at=core.clock(), gpu_index=view.index, gpu_uuid=view.uuid,
                           jobs=tuple(jobs), message=f"GPU {view.index} ({view.name}) is lost"
-                          + (f"; failing job(s) {', '.join(jobs)} with E_GPU_LOST"
+                          + (f"; job(s) {', '.join(jobs)} stop: "
+                             + ("handed to the fleet, or failed with E_GPU_LOST"
+                                if core.fleet is not None else "failing them with E_GPU_LOST")
                              if jobs else "")))
         core.wake_session.set()
 

@@ -525,7 +525,7 @@ class FleetRig:
         gpus = [{"index": g.index, "name": g.name, "util_pct": g.util_gpu_pct,
                  "mem_used_mib": g.memory_used_mb, "mem_total_mib": g.memory_total_mb,
                  "temp_c": g.temperature_c, "power_w": g.power_w} for g in snap.gpu.gpus]
-        return {
+        beat = {
             "state": snap.mode.value, "seen": f"{self.clock():.3f}",
             "lease_until": f"{self.lease_until or 0:.3f}",
             "coordinator": snap.connection.url, "version": snap.version,
@@ -536,6 +536,12 @@ class FleetRig:
             "earned_per_hour": str(snap.earnings.per_hour_last_hour),
             "gpus": json.dumps(gpus), "problems": json.dumps(_problems(snap)),
         }
+        # The dialect as the coordinator's answers show it: only 2026-08 lists a miner's
+        # jobs (the earnings call); unknown until the rig has asked.
+        lookup = snap.connection.lookup_supported
+        if lookup is not None:
+            beat["dialect"] = "2026-08" if lookup else "2026-01"
+        return beat
 
     def _metrics_sample(self, snap: Snapshot) -> dict[str, str]:
         utils = [g.util_gpu_pct for g in snap.gpu.gpus if g.util_gpu_pct is not None]

@@ -224,3 +224,23 @@ async def _field_is(r: aioredis.Redis, key: str, field: str, want: str) -> bool:
 
 async def _exists(r: aioredis.Redis, key: str) -> bool:
     return bool(await r.exists(key))
+
+
+async def test_a_rig_joins_as_a_redis_acl_user_and_a_wrong_password_keeps_it_alone(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    good = redis_server.acl_user("rig-a", "s3cret", f"~aitbc:fleet:{FLEET}:* +@all")
+    bad = good.replace("s3cret", "wrong")
+    async with Devnet(Dialect.V2026_08, rate_limits=False, miner_keys=KEYS) as devnet:
+        a = Rig(tmp_path, devnet, "rig-a", KEYS[0], good)
+        b = Rig(tmp_path, devnet, "rig-b", KEYS[1], bad)
+        try:
+            await a.engine.wait_until(lambda s: s.fleet.state == "joined")
+            snap = await b.engine.wait_until(lambda s: s.fleet.state == "unreachable")
+            assert snap.fleet.message is not None and "s3cret" not in snap.fleet.message
+            assert "wrong" not in snap.fleet.message
+            await devnet.submit_job({"type": "noop"})
+            await devnet.submit_job({"type": "noop"})
+            await a.engine.wait_until(lambda s: s.counters.delivered >= 1)
+        finally:
+            await a.stop()
+            await b.stop()
