@@ -10,8 +10,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
+from aitbc_miner.codes import ErrorCode
 from aitbc_miner.config.model import FleetSettings
 from aitbc_miner.devnet import Devnet, Dialect
 from aitbc_miner.engine import Engine, SlotPool, Tuning
@@ -20,7 +22,7 @@ from aitbc_miner.engine.snapshot import FLEET_UNREACHABLE
 from aitbc_miner.fleet.rig import FleetRig
 from aitbc_miner.journal import JobState, Journal
 from aitbc_miner.runners import RunnerRegistry
-from aitbc_miner.runners.base import SlotKind
+from aitbc_miner.runners.base import JobFailed, SlotKind
 from aitbc_miner.runners.builtin import BuiltinRunner
 from tests.gpu.test_engine_integration import HoldingGpuRunner
 
@@ -34,9 +36,10 @@ class Rig:
     """An engine and its FleetRig, run as two tasks (as the host runs them)."""
 
     def __init__(self, root: Path, devnet: Devnet, name: str, key: str, url: str, *,
-                 gpu: bool = False, cpu: int = 1, lease_s: float = 2.0) -> None:
+                 gpu: bool = False, cpu: int = 1, lease_s: float = 2.0,
+                 runner: Any = None) -> None:
         self.name = name
-        self.runner = HoldingGpuRunner()
+        self.runner = runner or HoldingGpuRunner()
         slots = [Slot(f"cpu:{i}", SlotKind.CPU) for i in range(cpu)]
         if gpu:
             slots.append(Slot("gpu:0", SlotKind.GPU, gpu_uuid=f"GPU-{name}"))
@@ -244,3 +247,39 @@ async def test_a_rig_joins_as_a_redis_acl_user_and_a_wrong_password_keeps_it_alo
         finally:
             await a.stop()
             await b.stop()
+
+
+class DownBackend(HoldingGpuRunner):
+    """``gpu-hold`` on a rig whose (LLM) backend is down."""
+
+    async def run(self, payload: Any, ctx: Any) -> Any:
+        raise JobFailed(ErrorCode.E_BACKEND_UNAVAILABLE, "backend at 127.0.0.1:9 refused")
+
+
+@pytest.mark.parametrize("reason", ["drain deadline", "no slot of its kind",
+                                    "backend down"])
+async def test_other_local_reasons_hand_the_job_to_a_rig_that_can_run_it(
+        tmp_path: Path, redis_server: RedisServer, reason: str) -> None:
+    async with Devnet(Dialect.V2026_08, rate_limits=False, miner_keys=KEYS) as devnet:
+        # Given rig A holding a GPU job it will not finish: a drain whose grace runs out,
+        # or a GPU job on a rig with no GPU slot at all
+        a = Rig(tmp_path, devnet, "rig-a", KEYS[0], redis_server.url,
+                gpu=reason != "no slot of its kind",
+                runner=DownBackend() if reason == "backend down" else None)
+        await a.engine.wait_until(lambda s: s.fleet.state == "joined")
+        job_id = (await devnet.submit_job({"type": "gpu-hold"}))["job_id"]
+        if reason == "drain deadline":
+            await a.runner.wait_started(1)
+            a.engine.drain(grace_s=0.1)
+        await a.engine.wait_until(lambda s: s.counters.handed_off == 1)
+        b = Rig(tmp_path, devnet, "rig-b", KEYS[1], redis_server.url, gpu=True)
+        try:
+            # Then rig B runs it and delivers it, once
+            await b.runner.wait_started(1)
+            b.runner.release.set()
+            await b.engine.wait_until(lambda s: s.counters.delivered == 1)
+            assert devnet.jobs[job_id]["receipts"] == 1
+            assert a.engine.snapshot().counters.failed == 0
+        finally:
+            await b.stop()
+            await a.stop()
