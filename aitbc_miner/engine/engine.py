@@ -394,8 +394,8 @@ class Engine:
         through our outbox, fenced. False: we know this job already (it is never run twice
         here) or the engine is not running."""
         core = self.core
-        if self._tg is None or core.stopped.is_set() or not is_job_id(job_id):
-            return False
+        if self._tg is None or not core.claiming or not is_job_id(job_id):
+            return False  # not running, or paused, draining, stopping: another rig takes it
         if not await core.journal.claim(job_id, payload, constraints):
             return False
         me = core.fleet.rig_id if core.fleet is not None else core.tuning.miner_id
@@ -410,9 +410,12 @@ class Engine:
                                          name=f"job-{job_id}")
         return True
 
-    async def adopt_outcome(self, record: JobRecord, *, claimed_by: str, ran_by: str) -> bool:
+    async def adopt_outcome(self, record: JobRecord, *, claimed_by: str, ran_by: str,
+                            maybe_sent: bool = False) -> bool:
         """Deliver an outcome another rig staged and could not (its lease ran out): it is
-        journaled here as staged and goes through our outbox, fenced. False: known here."""
+        journaled here as staged and goes through our outbox, fenced. ``maybe_sent``: that
+        rig may have sent it before it went, so it is journaled ``uncertain`` and settled
+        as the outbox settles its own uncertain sends. False: known here."""
         core = self.core
         if not await core.journal.claim(record.job_id, record.payload, record.constraints):
             return False
@@ -423,6 +426,9 @@ class Engine:
         code = codes.get(record.error_code) if record.error_code else None
         await core.journal.stage(record.job_id, record.outcome or Outcome.FAILED,
                                  record.endpoint or "fail", record.body or {}, code)
+        if maybe_sent:
+            await core.journal.mark_uncertain(
+                record.job_id, f"rig {ran_by} may have sent it before it went")
         self.outbox.enqueue(record.job_id)
         return True
 

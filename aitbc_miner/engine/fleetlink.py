@@ -13,6 +13,7 @@ quickly and never raises (Redis being away is the fleet's business: docs/fleet.m
 - ``permit``: before each send of an outcome, the fleet says whether this rig may send it
   (a fencing token), must not (another rig delivered it), or must wait (``None``).
 - ``sent``: the coordinator settled that send; the fleet marks the job done.
+- ``unsent``: that send provably did not reach the coordinator (it is sent again later).
 """
 
 from __future__ import annotations
@@ -58,3 +59,5 @@ class FleetLink(Protocol):
     async def permit(self, record: JobRecord) -> Permit | None: ...
 
     async def sent(self, record: JobRecord, permit: Permit) -> None: ...
+
+    async def unsent(self, record: JobRecord, permit: Permit) -> None: ...

@@ -134,6 +134,7 @@ class Outbox:
                 return
             except AuthRefused as exc:
                 await core.journal.mark_staged_again(job_id, str(exc))
+                await self._unsent(record)
                 core.set_link(Link.AUTH_REFUSED, f"/{record.endpoint} answered {exc.message}")
                 core.emit(AuthRefusedEvent(
                     at=core.clock(), endpoint=record.endpoint or "?", status=exc.status,
@@ -144,6 +145,7 @@ class Outbox:
                 continue
             except (Unavailable, ProtocolViolation) as exc:
                 await core.journal.mark_staged_again(job_id, str(exc))
+                await self._unsent(record)
                 delay = backoff.next_delay(
                     exc.retry_after if isinstance(exc, RateLimited) else None)
                 self._problem(record, backoff.attempt, delay, str(exc))
@@ -175,6 +177,12 @@ class Outbox:
         permit = self._permits.pop(record.job_id, None)
         if self.core.fleet is not None and permit is not None:
             await self.core.fleet.sent(record, permit)
+
+    async def _unsent(self, record: JobRecord) -> None:
+        """That send did not reach the coordinator: tell the fleet (it is sent again)."""
+        permit = self._permits.pop(record.job_id, None)
+        if self.core.fleet is not None and permit is not None:
+            await self.core.fleet.unsent(record, permit)
 
     async def _send(self, record: JobRecord) -> None:
         core = self.core

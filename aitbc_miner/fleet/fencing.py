@@ -72,7 +72,20 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
 return 1
 """
 
-# KEYS: outcome:{job}, running:{rig}. ARGV: rig, ttl_s. A job this rig settled while Redis
+# KEYS: outcome:{job}. ARGV: rig, token. The send provably did not reach the coordinator
+# (refused before acting, or never sent): back to "staged", so a rig that adopts it later
+# knows it was never delivered.
+RELEASE = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[2]
+    and redis.call('HGET', KEYS[1], 'sender') == ARGV[1]
+    and redis.call('HGET', KEYS[1], 'state') == 'sending' then
+  redis.call('HSET', KEYS[1], 'state', 'staged')
+  return 1
+end
+return 0
+"""
+
+# KEYS: outcome:{job}, running:{rig}. ARGV: rig, ttl_s, job. A job this rig settled while Redis
 # was away (never mirrored): mark it done so nobody runs or sends it again.
 SETTLED_ALONE = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'done' then

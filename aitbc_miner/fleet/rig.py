@@ -42,7 +42,7 @@ from ..protocol import is_job_id
 from ..untrusted import scrub
 from .commands import follow_commands
 from .connect import connect
-from .fencing import DONE, DONE_TTL_S, GONE, PERMIT, RENEW, SETTLED_ALONE, Verdict
+from .fencing import DONE, DONE_TTL_S, GONE, PERMIT, RELEASE, RENEW, SETTLED_ALONE, Verdict
 from .view import as_text, fleet_key, redis_problem
 
 log = logging.getLogger("aitbc_miner.fleet")
@@ -81,6 +81,7 @@ class FleetRig:
         self._wake = asyncio.Event()
         self._permit = self.redis.register_script(PERMIT)
         self._done = self.redis.register_script(DONE)
+        self._release = self.redis.register_script(RELEASE)
         self._settled_alone = self.redis.register_script(SETTLED_ALONE)
         self._renew = self.redis.register_script(RENEW)
         self._gone = self.redis.register_script(GONE)
@@ -225,6 +226,15 @@ class FleetRig:
             await self._mark_done(job_id, permit.token)
         except Away:
             self._pending_done[job_id] = permit.token
+
+    async def unsent(self, record: JobRecord, permit: Permit) -> None:
+        """The send did not reach the coordinator: the fleet's copy is "staged" again."""
+        if permit.token is None:
+            return
+        token = permit.token
+        with contextlib.suppress(Away):  # left "sending": an adopter treats it as uncertain
+            await self._call(lambda: self._release(
+                keys=[self.key(f"outcome:{record.job_id}")], args=[self.rig_id, token]))
 
     async def _mark_done(self, job_id: str, token: int) -> None:
         current = await self._call(lambda: self._done(
@@ -489,8 +499,10 @@ class FleetRig:
             log.error("fleet: the outcome of job %s in Redis is malformed; not adopted",
                       job_id)
             return
+        # "sending": the gone rig asked to send it and never said how that ended.
         if await self.engine.adopt_outcome(record, claimed_by=data.get("claimed_by") or rig,
-                                           ran_by=data.get("ran_by") or rig):
+                                           ran_by=data.get("ran_by") or rig,
+                                           maybe_sent=data.get("state") == "sending"):
             self._foreign.add(job_id)
             log.warning("fleet: delivering the outcome of job %s that rig %s staged", job_id,
                         rig, extra={"job_id": job_id, "event_name": "fleet_outcome_adopted"})
