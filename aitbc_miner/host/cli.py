@@ -16,7 +16,7 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -343,7 +343,8 @@ def _leave_the_environment(args: argparse.Namespace) -> None:
                       f"environment: {exc.strerror or exc}") from None
 
 
-def _fleet(settings: Settings, engine: Engine) -> Callable[[], Awaitable[None]] | None:
+def _fleet(settings: Settings,
+           engine: Engine) -> Callable[[], Coroutine[Any, Any, None]] | None:
     """The fleet's loops when ``fleet.redis_url`` is set (Redis is only imported then)."""
     if settings.fleet.redis_url is None:
         return None

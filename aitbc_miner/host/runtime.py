@@ -16,9 +16,9 @@ import logging
 import os
 import resource
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -202,7 +202,7 @@ class Host:
                  metrics_address: tuple[str, int] | None = None,
                  reload: Callable[[], Reloaded] | None = None,
                  detachable: bool = True,
-                 fleet: Callable[[], Awaitable[None]] | None = None) -> None:
+                 fleet: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
         self.engine = engine
         self.fleet = fleet  # the fleet's loops (docs/fleet.md), run beside the engine
         self.detachable = detachable  # False: losing the console's terminal stops the miner
