@@ -256,7 +256,8 @@ class FleetRig:
                     tg.create_task(self._take(kind), name=f"fleet-take-{kind}")
                 tg.create_task(self._sweep(), name="fleet-sweep")
                 tg.create_task(follow_commands(self.redis, self.fleet, self.rig_id, self._act,
-                                               log), name="fleet-commands")
+                                               log, rescan_s=min(10.0, self.lease_s)),
+                               name="fleet-commands")
         finally:
             with contextlib.suppress(Exception):
                 await self.redis.aclose()

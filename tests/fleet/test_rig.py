@@ -288,3 +288,26 @@ async def test_other_local_reasons_hand_the_job_to_a_rig_that_can_run_it(
         finally:
             await b.stop()
             await a.stop()
+
+
+async def test_pause_and_drain_sent_through_redis_reach_the_rig_named_and_no_other(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    from aitbc_miner.fleet.commands import send_command
+
+    operator = redis_server.acl_user("ops-ann", "pw", f"~aitbc:fleet:{FLEET}:* +@all")
+    async with Devnet(Dialect.V2026_08, rate_limits=False, miner_keys=KEYS) as devnet:
+        a = Rig(tmp_path, devnet, "rig-a", KEYS[0], redis_server.url)
+        b = Rig(tmp_path, devnet, "rig-b", KEYS[1], redis_server.url)
+        ops = aioredis.from_url(operator)
+        try:
+            for rig in (a, b):
+                await rig.engine.wait_until(lambda s: s.fleet.state == "joined")
+            await send_command(ops, FLEET, "rig-b", "pause")
+            await b.engine.wait_until(lambda s: s.mode.value == "paused")
+            await send_command(ops, FLEET, "rig-b", "drain")
+            await b.engine.wait_until(lambda s: s.mode.value == "drained")
+            assert a.engine.snapshot().mode.value == "running"
+        finally:
+            await ops.aclose()
+            await a.stop()
+            await b.stop()
