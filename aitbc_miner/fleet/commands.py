@@ -98,6 +98,7 @@ class _Follower:
 
         backoff = Backoff(base_s=0.5, cap_s=30.0)
         while True:
+            stop_if_cancelled()
             try:
                 await self._round()
                 backoff.reset()
@@ -127,7 +128,7 @@ class _Follower:
                     raise
                 await self._forget_non_streams()  # a key became something else
                 continue
-            _stop_if_cancelled()
+            stop_if_cancelled()
             for stream, entries in answer or ():
                 for entry_id, fields in entries:
                     await self._handle(as_text(stream), as_text(entry_id), fields)
@@ -207,10 +208,10 @@ class _Follower:
                       "fleet commands: Redis reachable again", rig=self.rig)
 
 
-def _stop_if_cancelled() -> None:
+def stop_if_cancelled() -> None:
     """redis-py (seen with 8.1 on Python 3.11; redis/redis-py#2028) can swallow a
     cancellation that lands while a blocking read times out, and return as if nothing
-    happened: a cancelled follower must stop all the same."""
+    happened (or as a Redis timeout): a cancelled loop must stop all the same."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError

@@ -40,7 +40,7 @@ from ..engine.snapshot import FleetStatus, Mode, SlotState, Snapshot
 from ..journal import JobRecord, JobState, Outcome
 from ..protocol import is_job_id
 from ..untrusted import scrub
-from .commands import follow_commands
+from .commands import follow_commands, stop_if_cancelled
 from .connect import connect
 from .fencing import DONE, DONE_TTL_S, GONE, PERMIT, RELEASE, RENEW, SETTLED_ALONE, Verdict
 from .view import as_text, fleet_key, redis_problem
@@ -266,6 +266,7 @@ class FleetRig:
         """Join (again), then renew the lease and write heartbeat and metrics, 3x a lease."""
         sampled = -self.lease_s
         while True:
+            stop_if_cancelled()  # each of these loops: a cancel redis-py swallowed
             if time.monotonic() - sampled >= self.lease_s / 3:
                 sampled = time.monotonic()
                 self._metrics.append(self._metrics_sample(self.core.snapshot()))
@@ -365,6 +366,7 @@ class FleetRig:
         """Take jobs from the retry queue of ``kind`` while a slot of that kind is free."""
         stream = self.key(f"retry:{kind}")
         while True:
+            stop_if_cancelled()
             await self._joined.wait()
             await self.core.wait_until(lambda s: _free_slot(s, kind), timeout=None)
             try:
@@ -431,6 +433,7 @@ class FleetRig:
         """Take over the work of rigs gone for more than a lease (never before this rig has
         itself held its lease for a full lease since joining)."""
         while True:
+            stop_if_cancelled()
             await asyncio.sleep(self.lease_s / 2)
             if not self.up or self.joined_at is None:
                 continue
