@@ -8,9 +8,10 @@ go on alone (docs/fleet.md); the fleet's loops retry, so the client does not.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -19,6 +20,19 @@ from ..config.model import FleetSettings
 
 SOCKET_TIMEOUT_S = 5.0  # one command's answer; blocking reads ask for less
 CONNECT_TIMEOUT_S = 2.0
+
+
+class SentinelMaster(Redis):
+    """The master's client found through Sentinel; closing it also closes the sentinels'
+    own connections (redis-py leaves those to the ``Sentinel`` object)."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            sentinel: Sentinel | None = getattr(self.connection_pool, "sentinel_manager", None)
+            if sentinel is not None:
+                await sentinel.aclose()
 
 
 def connect(settings: FleetSettings) -> Redis:
@@ -38,17 +52,17 @@ def connect(settings: FleetSettings) -> Redis:
     if not settings.sentinel:
         client: Redis = Redis.from_url(url, **common)
         return client
-    parts = urlsplit(url)
-    auth: dict[str, Any] = {
-        "username": unquote(parts.username) if parts.username else None,
-        "password": unquote(parts.password) if parts.password else None,
-        "db": int(parts.path.strip("/") or 0) if parts.path.strip("/").isdigit() else 0,
-    }
-    if parts.scheme == "rediss":
-        auth["ssl"] = True
+    # The URL as redis-py reads it (login, db, TLS and its ?ssl_ca_certs=... options) less
+    # the address, which the sentinels give.
+    url_options: dict[str, Any] = dict(parse_url(url))
+    for name in ("host", "port", "path", "connection_class"):
+        url_options.pop(name, None)
+    if urlsplit(url).scheme == "rediss":
+        url_options["ssl"] = True
     sentinels = [(host, int(port)) for host, _, port in
                  (item.rpartition(":") for item in settings.sentinel)]
     sentinel = Sentinel(sentinels, socket_timeout=SOCKET_TIMEOUT_S,  # type: ignore[no-untyped-call]
                         socket_connect_timeout=CONNECT_TIMEOUT_S)
-    master: Redis = sentinel.master_for(settings.sentinel_service, **common, **auth)
+    master: Redis = sentinel.master_for(settings.sentinel_service, redis_class=SentinelMaster,
+                                         **{**common, **url_options})
     return master

@@ -70,10 +70,28 @@ def redis_problem(exc: BaseException) -> FleetError | None:
     if isinstance(exc, redis_errors.AuthenticationError):
         return NotAllowed("Redis refused the login (user name or password)")
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
-        return FleetUnreachable("Redis unreachable")
+        tls = _tls_refusal(exc)
+        return FleetUnreachable("Redis unreachable" if tls is None else
+                                untrusted.scrub(f"Redis unreachable: {tls}", max_chars=200))
     if isinstance(exc, redis_errors.ResponseError):
         first = (str(exc).splitlines() or [""])[0]
         return FleetUnreadable(untrusted.scrub(f"Redis answered: {first}", max_chars=200))
+    return None
+
+
+def _tls_refusal(exc: BaseException) -> str | None:
+    """Why TLS with Redis failed (redis-py wraps the ``ssl`` error), or None."""
+    import ssl
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain of causes is short; never follow a loop
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"its TLS certificate is not trusted ({seen.verify_message})"
+        if isinstance(seen, ssl.SSLError):
+            return f"TLS failed ({seen.reason or type(seen).__name__})"
+        seen = seen.__cause__ or seen.__context__
     return None
 
 

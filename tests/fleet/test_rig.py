@@ -37,7 +37,7 @@ class Rig:
 
     def __init__(self, root: Path, devnet: Devnet, name: str, key: str, url: str, *,
                  gpu: bool = False, cpu: int = 1, lease_s: float = 2.0,
-                 runner: Any = None) -> None:
+                 runner: Any = None, settings: FleetSettings | None = None) -> None:
         self.name = name
         self.runner = runner or HoldingGpuRunner()
         slots = [Slot(f"cpu:{i}", SlotKind.CPU) for i in range(cpu)]
@@ -52,7 +52,7 @@ class Rig:
             workspace_root=self.state / "jobs", pool=SlotPool(slots),
             registry=RunnerRegistry([BuiltinRunner(), self.runner]), connect_timeout_s=1.0,
             read_timeout_s=2.0, seed=7)
-        self.fleet = FleetRig(self.engine, FleetSettings(
+        self.fleet = FleetRig(self.engine, settings or FleetSettings(
             redis_url=url, name=FLEET, rig_id=name, lease_s=lease_s))
         self.tasks = [asyncio.create_task(self.engine.run()),
                       asyncio.create_task(self.fleet.run())]
