@@ -132,6 +132,19 @@ def simulated_module(count: int, *, name: str = "NVIDIA H100 80GB HBM3",
         check(handle)
         return []  # a headless data-centre card runs no graphics
 
+    def process_utilization(handle: Any, time_stamp: int) -> list[Any]:
+        """Each process's share of the SMs (the device's utilization split among its
+        jobs), as the real call answers; NOT_FOUND when nothing runs."""
+        i = check(handle)
+        procs = processes(i)
+        if not procs:
+            raise real.NVMLError(real.NVML_ERROR_NOT_FOUND)
+        now_us = max(int(time.time() * 1_000_000), time_stamp + 1)
+        share = int(100 * busy(i) / len(procs))
+        return [real.c_nvmlProcessUtilizationSample_t(pid=p.pid, timeStamp=now_us, smUtil=share,
+                                                      memUtil=0, encUtil=0, decUtil=0)
+                for p in procs]
+
     def not_supported(*_args: Any) -> Any:
         raise real.NVMLError(real.NVML_ERROR_NOT_SUPPORTED)
 
@@ -161,6 +174,7 @@ def simulated_module(count: int, *, name: str = "NVIDIA H100 80GB HBM3",
         nvmlDeviceGetEnforcedPowerLimit=power_limit,
         nvmlDeviceGetComputeRunningProcesses=processes,
         nvmlDeviceGetGraphicsRunningProcesses=no_graphics,
+        nvmlDeviceGetProcessUtilization=process_utilization,
     )
 
 
