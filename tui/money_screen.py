@@ -186,8 +186,10 @@ class MoneyScreen(ConsoleDialog, ModalScreen[None]):
 
     def on_mount(self) -> None:
         self._show(self._first)
-        self._remove_listener = self.engine.add_listener(
-            lambda snap: self.post_message(SnapshotArrived(snap)))
+        def arrived(snap: Snapshot) -> None:
+            self.post_message(SnapshotArrived(snap))
+
+        self._remove_listener = self.engine.add_listener(arrived)
 
     def on_unmount(self) -> None:
         if self._remove_listener is not None:

@@ -357,8 +357,10 @@ class JobDetailsScreen(ConsoleDialog, ModalScreen[None]):
     @work(exclusive=True, group="job-record", exit_on_error=False)
     async def _load_record(self) -> None:
         try:
-            record = await self.engine.job_record(self.job_id)
-            receipts = await self.engine.job_receipts(self.job_id)
+            engine = self.engine
+            assert engine is not None  # asked only with an engine that answers
+            record = await engine.job_record(self.job_id)
+            receipts = await engine.job_receipts(self.job_id)
         except Exception as exc:  # noqa: BLE001 - said on screen; the view stays open
             self.problem, self.looked_up = f"{type(exc).__name__}: {exc}", True
         else:

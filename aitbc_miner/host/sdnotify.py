@@ -121,6 +121,8 @@ async def notify_systemd(engine: Engine, notifier: Notifier) -> None:
             if now - fed_at >= WATCHDOG_CHECK_S and alive(snap, interval, snap.at):
                 notifier.send("WATCHDOG=1")
                 fed_at = now
-        seen = snap.seq
+        def moved(s: Snapshot, seen: int = snap.seq) -> bool:
+            return s.seq != seen
+
         with contextlib.suppress(TimeoutError):
-            await engine.wait_until(lambda s: s.seq != seen, timeout=WATCHDOG_CHECK_S)
+            await engine.wait_until(moved, timeout=WATCHDOG_CHECK_S)

@@ -20,7 +20,7 @@ OK = dataclasses.replace(LOW, free_mb=600.0, low=False, reason=None)
 
 
 @pytest.mark.parametrize(("size", "words"), [
-    ((120, 34), "data disk low: 312.5 MB free, floor 512 MB"),
+    ((200, 50), "data disk low: 312.5 MB free, floor 512 MB"),
     ((80, 24), "DISK LOW 312.5/512 MB"),
 ], ids=["wide", "narrow"])
 async def test_a_low_data_disk_shows_in_the_header_until_space_returns(

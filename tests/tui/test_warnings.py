@@ -16,7 +16,7 @@ OFF = "ISOLATION OFF: process jobs run without a sandbox (runners.isolation: non
 
 
 @pytest.mark.parametrize(("size", "words"), [
-    ((120, 34), "ISOLATION OFF: process jobs run without a sandbox"),
+    ((200, 50), "ISOLATION OFF: process jobs run without a sandbox"),
     ((80, 24), "ISOLATION OFF"),
 ], ids=["wide", "narrow"])
 async def test_a_standing_warning_leads_the_header(size: tuple[int, int], words: str) -> None:

@@ -195,18 +195,21 @@ def polling(snap: Snapshot) -> bool:
 
 
 def line_two(snap: Snapshot, compact: bool, attachment: Attachment | None = None,
-             now: float = 0.0, found: Sequence[Problem] | None = None) -> Content:
-    """Problems first (colour and words), then today's earnings, slots, outbox, polling."""
+             now: float = 0.0, found: Sequence[Problem] | None = None,
+             brief_rest: bool = False) -> Content:
+    """Problems first (colour and words), then today's earnings, slots, outbox, polling;
+    ``brief_rest`` keeps the problems' long words and gives the rest its narrow wording."""
     sep = NARROW_SEP if compact else SEP
     parts: list[tuple[str, str]] = []
     if attachment is not None and attachment.lost_since is not None:
         lost = fmt.age(attachment.lost_since, now)
-        text = (f"no answer since {lost}" if compact else
+        text = (f"does not answer since {lost}" if compact else
                 f"the miner does not answer on {attachment.socket} (since {lost}): retrying; "
                 "what follows is as it was then")
         parts += [(text, "bold $error"), sep]
     for item in problem(snap, compact, found):
         parts += [item, sep]
+    compact = compact or brief_rest
     e = snap.earnings
     parts.append((f"today {fmt.money(e.today.amount, e.currency)}", "bold"))
     if not compact:
@@ -252,6 +255,8 @@ class StatusHeader(Vertical):
         one = line_one(snap, now, started_at, width, compact, quitting, attachment,
                        len(found))
         two = line_two(snap, compact, attachment, now, found)
+        if not compact and two.cell_length > width:  # problems in full, the rest brief
+            two = line_two(snap, False, attachment, now, found, brief_rest=True)
         if not compact and two.cell_length > width:  # the narrow wording says it whole
             two = line_two(snap, True, attachment, now, found)
         shown = (one.plain, one.spans, two.plain, two.spans)

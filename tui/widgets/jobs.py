@@ -19,6 +19,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from aitbc_miner.engine.snapshot import RunningJob, Snapshot
 
@@ -241,7 +242,8 @@ class JobsTable(SortAndSearch, DataTable[Text]):
     def _size_columns(self, rows: list[dict[str, Text]]) -> None:
         """Every column as wide as its widest cell (or label); progress takes the rest."""
         columns = self.columns_shown
-        labels = {k: str(self.columns[k].label.plain) for k in columns if k in self.columns}
+        labels = {k: str(self.columns[ColumnKey(k)].label.plain)
+                  for k in columns if k in self.columns}
         want = {k: max([len(labels.get(k, k))] + [r[k].cell_len for r in rows]) for k in columns}
         # leave room for a vertical scrollbar, so that more rows never bring a horizontal one
         room = max(0, (self.scrollable_content_region.width or self.size.width)
@@ -261,7 +263,7 @@ class JobsTable(SortAndSearch, DataTable[Text]):
         self._widths = want
         for key, width in want.items():
             if key in self.columns:
-                self.columns[key].width = width
+                self.columns[ColumnKey(key)].width = width
         # the table's own bookkeeping for a width change (as add_column does)
         self._require_update_dimensions = True
         self._update_count += 1
@@ -275,7 +277,7 @@ class JobsTable(SortAndSearch, DataTable[Text]):
                 continue
             base = "type / model" if self.compact and key == "model" else LABELS[key]
             mark = (" ▼" if self.reverse else " ▲") if key == self.sort_by else ""
-            self.columns[key].label = Text(base + mark)
+            self.columns[ColumnKey(key)].label = Text(base + mark)
 
     def resort(self) -> None:
         self._mark_sorted()

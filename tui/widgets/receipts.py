@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from rich.segment import Segment
 from rich.style import Style as RichStyle
@@ -247,7 +248,7 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
         verdict = fmt.verdict(r.verdict, r.counted, r.duplicate, r.reason)
         return needle in f"{r.receipt_id} {r.job_id} {r.verdict} {verdict} {r.reason}".lower()
 
-    def _sort_value(self, r: ReceiptView) -> object:
+    def _sort_value(self, r: ReceiptView) -> Any:  # of one type per sort column
         by = self.sort_by
         if by == "job":
             return r.job_id
