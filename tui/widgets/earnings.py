@@ -6,11 +6,11 @@ their currency, counts say "jobs". The money screen (key ``e``) shows it all at 
 from __future__ import annotations
 
 from textual.content import Content
-from textual.widgets import Static
 
 from aitbc_miner.engine.snapshot import Earnings, format_amount
 
 from .. import fmt
+from .steady import SteadyStatic
 
 
 def earnings_lines(e: Earnings) -> list[Content]:
@@ -58,7 +58,7 @@ def earnings_lines(e: Earnings) -> list[Content]:
     return lines
 
 
-class EarningsPanel(Static, can_focus=True):
+class EarningsPanel(SteadyStatic, can_focus=True):
     """What the work earned, from the local ledger (shown while offline too); focus it
     (tab) to scroll when it does not fit."""
 
@@ -81,4 +81,4 @@ class EarningsPanel(Static, can_focus=True):
             return
         self._shown = earnings
         self.border_title = f"Earnings ({earnings.currency})"
-        self.update(Content("\n").join(earnings_lines(earnings)))
+        self.show_content(Content("\n").join(earnings_lines(earnings)))

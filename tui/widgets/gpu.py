@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from textual.content import Content
-from textual.widgets import Static
 
 from aitbc_miner.engine.snapshot import GpuStatus, GpuView, RunningJob, SlotState, Snapshot
 
 from .. import fmt
 from .slots import slot_label
+from .steady import SteadyStatic
 
 __all__ = ["GPU_BOX_CSS", "GpuPanel", "job_on_slot", "model_of", "series_cells", "series_rows",
            "slot_label", "time_axis", "tokens_per_s"]
@@ -239,7 +239,7 @@ GPU_BOX_CSS = """
 """
 
 
-class GpuPanel(Static):
+class GpuPanel(SteadyStatic):
     """One block per GPU (or MIG instance)."""
 
     DEFAULT_CSS = GPU_BOX_CSS.format(name="GpuPanel")
@@ -276,4 +276,4 @@ class GpuPanel(Static):
             spark_w = spark_width(status, snap, width, tall)
             for g in status.gpus:
                 lines += gpu_block(g, snap, spark_w, tall)
-        self.update(Content("\n").join(lines))
+        self.show_content(Content("\n").join(lines))

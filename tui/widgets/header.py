@@ -262,8 +262,9 @@ class StatusHeader(Vertical):
         shown = (one.plain, one.spans, two.plain, two.spans)
         if shown != self._shown:
             self._shown = shown
-            self.query_one("#status-line-1", Static).update(one)
-            self.query_one("#status-line-2", Static).update(two)
+            # one line each, always: no layout pass for new words
+            self.query_one("#status-line-1", Static).update(one, layout=False)
+            self.query_one("#status-line-2", Static).update(two, layout=False)
 
     def _alert(self, found: tuple[Problem, ...]) -> None:
         app = self.app

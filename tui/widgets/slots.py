@@ -13,11 +13,11 @@ is shown as ``gpu:<index>``, or ``gpu:<index>/<n>`` when that GPU has several sl
 from __future__ import annotations
 
 from textual.content import Content
-from textual.widgets import Static
 
 from aitbc_miner.engine.snapshot import GpuStatus, SlotState, SlotView, Snapshot
 
 from .. import fmt
+from .steady import SteadyStatic
 
 GLYPHS = {
     SlotState.RUNNING: ("●", "$success"),
@@ -122,7 +122,7 @@ def slot_pairs(snap: Snapshot, label_w: int) -> list[Content]:
     return [Content("  ").join(cells[i:i + 2]) for i in range(0, len(cells), 2)]
 
 
-class SlotsPanel(Static):
+class SlotsPanel(SteadyStatic):
     """Where jobs run, and how the queue moves."""
 
     DEFAULT_CSS = """
@@ -181,4 +181,4 @@ class SlotsPanel(Static):
         content = Content("\n").join(lines)
         if (content.plain, content.spans) != self._shown:
             self._shown = (content.plain, content.spans)
-            self.update(content)
+            self.show_content(content)
