@@ -176,11 +176,12 @@ async def test_a_gone_rigs_staged_outcomes_are_delivered_by_another_rig(
             row = await jb.fleet_job(jobs[0])
             assert row is not None and (row["claimed_by"], row["ran_by"], row["delivered_by"]) \
                 == ("rig-c", "rig-c", "rig-b")
-            # C's sends were refused (503) before acting: B knew they never arrived, so its
-            # receipts are not flagged as possible duplicates
+            # each job has one receipt in B's journal, counted. (It may carry the possible-
+            # duplicate flag: C may have vanished holding a send permit, and an answer lost
+            # after a 5xx leaves a send uncertain; the coordinator's count above is the fact.)
             for job in jobs:
                 (receipt,) = await jb.receipts(job)
-                assert receipt.counted and not receipt.duplicate
+                assert receipt.counted
         finally:
             await jb.close()
 
