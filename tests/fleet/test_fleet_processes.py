@@ -34,6 +34,7 @@ from tests.integration.conftest import DevnetProc, MinerLauncher, Proc, event_is
 from .conftest import RedisServer
 
 JOBS = 1000
+C_SLOTS = 2  # every rig's CPU slots (SLOTS__CPU below)
 KEYS = {"rig-a": "fleet-proc-key-a", "rig-b": "fleet-proc-key-b", "rig-c": "fleet-proc-key-c"}
 FLEET = "procs"
 WAIT_S = 240.0  # the whole run on a loaded 2-core machine; a bound, not a measure
@@ -132,7 +133,7 @@ def start_rig(name: str, root: Path, procs: list[Proc], devnet: DevnetProc, url:
     settings = {
         "MINER__KEY": KEYS[name], "MINER__ID": name, "FLEET__REDIS_URL": redis_url,
         "FLEET__NAME": FLEET, "FLEET__RIG_ID": name, "FLEET__LEASE_S": "2",
-        "SLOTS__CPU": "2", "LOG__LEVEL": "INFO", "COORDINATOR__URL": url,
+        "SLOTS__CPU": str(C_SLOTS), "LOG__LEVEL": "INFO", "COORDINATOR__URL": url,
         "JOBS__DEFAULT_TIMEOUT_S": "60", **extra,
     }
     proc = launcher.start(devnet, **settings)
@@ -204,10 +205,13 @@ def test_three_rigs_run_1000_jobs_through_gpu_loss_redis_restart_and_a_dead_rig(
         proxy.blocked.set()
         def c_holds_undelivered() -> bool:
             # C's outcomes in the fleet's care, none of which reached the coordinator
-            # (one whose 200 came back just before the proxy blocked is marked done soon).
+            # (one whose 200 came back just before the proxy blocked is marked done soon),
+            # as many as its slots: C then has no poll in flight. (A rig killed while the
+            # coordinator answers its poll leaves that job RUNNING there: no call lists a
+            # miner's jobs, so nobody can find it; docs/protocol.md, "Limits".)
             held = ask(redis_server, "SMEMBERS", f"aitbc:fleet:{FLEET}:outcomes:rig-c")
             jobs_now = devnet.admin_state()["jobs"]
-            return bool(held) and all(jobs_now[j]["receipts"] == 0 for j in held)
+            return len(held) == C_SLOTS and all(jobs_now[j]["receipts"] == 0 for j in held)
 
         poll(c_holds_undelivered, "rig C holds staged outcomes in the fleet's care")
         c.kill()
