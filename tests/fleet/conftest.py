@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# The integration tests' fixture: every subprocess a test starts, killed and reaped at the end.
+from tests.integration.conftest import procs  # noqa: F401, E402
+
 REDIS_SERVER = shutil.which("redis-server")
 
 

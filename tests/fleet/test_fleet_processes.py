@@ -20,7 +20,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +93,6 @@ class BlockingProxy:
         self.server.shutdown()
         self.server.server_close()
         self.client.close()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in reversed(started):
-        proc.close()
 
 
 def poll(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
