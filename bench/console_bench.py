@@ -158,6 +158,18 @@ def in_pty(argv: list[str], env: dict[str, str],
     return proc, close
 
 
+def stop(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` is still there after ``grace_s``; reaped."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def measure_cpu(mode: str, seconds: float, size: tuple[int, int], rate_hz: float) -> float:
     env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor"}
     env.pop("NO_COLOR", None)
@@ -169,12 +181,7 @@ def measure_cpu(mode: str, seconds: float, size: tuple[int, int], rate_hz: float
         time.sleep(seconds)
         used, wall = cpu_seconds(proc.pid) - before, time.monotonic() - t0
     finally:
-        proc.terminate()  # a fake engine holds nothing worth draining
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc, 5)  # a fake engine holds nothing worth draining
         close()
     return 100.0 * used / wall
 

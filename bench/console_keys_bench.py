@@ -24,7 +24,6 @@ import fcntl
 import os
 import pty
 import random
-import signal
 import struct
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.console_bench import next_snapshot, percentiles  # noqa: E402
+from bench.console_bench import next_snapshot, percentiles, stop  # noqa: E402
 from bench.console_soak import machine  # noqa: E402
 
 JOBS, RECEIPTS, RATE_HZ = 8, 10_000, 5.0
@@ -132,12 +131,7 @@ class Terminal:
         return self.wait_for(marker, since) - sent
 
     def close(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop(self.proc, 10)
         os.close(self.master)
 
 

@@ -19,8 +19,6 @@ import argparse
 import asyncio
 import os
 import platform
-import signal
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -29,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.console_bench import in_pty  # noqa: E402
+from bench.console_bench import in_pty, stop  # noqa: E402
 
 WARMUP_S = 120.0
 
@@ -123,13 +121,7 @@ def main() -> None:
         if args.trace:
             proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop(proc, 15)  # the demo drains before it exits
         close()
     if args.trace:
         print(out.read_text() if out.exists() else "(the child wrote no trace)")
