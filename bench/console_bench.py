@@ -46,14 +46,15 @@ def base_snapshot() -> Snapshot:
     return sample_snapshot("busy", n_jobs=JOBS, n_receipts=RECEIPTS)
 
 
-def next_snapshot(base: Snapshot, step: int) -> Snapshot:
-    """Every job's progress moves; two new receipts arrive (the oldest two fall off)."""
+def next_snapshot(prev: Snapshot, step: int) -> Snapshot:
+    """The one after ``prev``: every job's progress moves; two new receipts arrive (the
+    oldest two fall off)."""
     jobs = tuple(dataclasses.replace(j, progress=(("pct", (step + i) % 100),
                                                   ("tokens_per_s", 30.0 + (step * 7 + i) % 20)))
-                 for i, j in enumerate(base.jobs))
-    fresh = receipts(2 * step, start=RECEIPTS, now=T0 + step)  # all that arrived so far
-    return dataclasses.replace(base, seq=base.seq + step, at=T0 + step, jobs=jobs,
-                               receipts=(fresh + base.receipts)[:RECEIPTS])
+                 for i, j in enumerate(prev.jobs))
+    fresh = receipts(2, start=RECEIPTS + 2 * (step - 1), now=T0 + step)
+    return dataclasses.replace(prev, seq=prev.seq + 1, at=T0 + step, jobs=jobs,
+                               receipts=(fresh + prev.receipts)[:RECEIPTS])
 
 
 def percentiles(samples: list[float]) -> str:
@@ -73,9 +74,11 @@ async def measure_apply(size: tuple[int, int], rounds: int) -> None:
         dash.apply(base)
         first = time.perf_counter() - started
         await pilot.pause()
-        snaps = [next_snapshot(base, step) for step in range(1, rounds + 1)]
+        snaps = [base]
+        for step in range(1, 2 * rounds + 1):
+            snaps.append(next_snapshot(snaps[-1], step))
         busy, same, shown = [], [], []
-        for snap in snaps:
+        for snap in snaps[1:rounds + 1]:
             t0 = time.perf_counter()
             dash.apply(snap)
             busy.append(time.perf_counter() - t0)
@@ -83,8 +86,7 @@ async def measure_apply(size: tuple[int, int], rounds: int) -> None:
             dash.apply(snap)
             same.append(time.perf_counter() - t0)
             await pilot.pause()
-        for step in range(rounds + 1, 2 * rounds + 1):
-            snap = next_snapshot(base, step)
+        for snap in snaps[rounds + 1:]:
             t0 = time.perf_counter()
             engine.publish(snap)  # the listener posts it to the dashboard's queue
             while dash.latest is None or dash.latest.seq != snap.seq:
@@ -115,7 +117,7 @@ async def child(mode: str, rate_hz: float) -> None:
         while True:
             await asyncio.sleep(1 / rate_hz)
             step += 1
-            engine.publish(next_snapshot(base, step))
+            engine.publish(next_snapshot(engine.snapshot(), step))
 
     task = asyncio.get_running_loop().create_task(drive()) if mode == "busy" else None
     try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import fcntl
 import os
 import pty
@@ -54,9 +53,7 @@ async def console_child() -> None:
         while True:
             await asyncio.sleep(1 / RATE_HZ)
             step += 1
-            now = engine.snapshot()
-            engine.publish(dataclasses.replace(next_snapshot(base, step), mode=now.mode,
-                                               seq=now.seq + 1))
+            engine.publish(next_snapshot(engine.snapshot(), step))  # keeps the paused mode
 
     task = asyncio.get_running_loop().create_task(drive())
     try:

@@ -29,10 +29,11 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.theme import Theme
-from textual.widgets import Footer, Input
+from textual.widgets import Input
 
 from aitbc_miner.engine.snapshot import Mode, Snapshot
 
+from . import strip_cycles
 from .charset import AsciiFilter, unicode_ok
 from .gpu_screen import GpuScreen
 from .messages import EngineClosed, SnapshotArrived
@@ -61,6 +62,7 @@ from .widgets.dashboard import Dashboard
 from .widgets.events import EventsPanel
 from .widgets.gpu import slot_label
 from .widgets.jobs import JobsTable
+from .widgets.keybar import KeyBar
 from .widgets.receipts import ReceiptsTable
 
 _DEFAULT = object()
@@ -115,6 +117,7 @@ class MinerConsole(App[None]):
         with fewer than 256 colours. ``environ`` (default: the process's) also decides
         whether to draw in ASCII (a locale that is not UTF-8). ``bell`` (config
         ``console.bell``) rings the terminal bell with each alert toast."""
+        strip_cycles.apply()  # drawn lines freed when dropped, not by the cycle collector
         super().__init__()
         self.alert_bell = bell
         self.ascii = not unicode_ok(environ)
@@ -159,7 +162,7 @@ class MinerConsole(App[None]):
     def compose(self) -> ComposeResult:
         yield Dashboard(self.engine, clock=self.clock, started_at=self.started_at,
                         tick=self.tick, subscription=self.subscription, id="dashboard")
-        yield Footer(compact=True)
+        yield KeyBar()
 
     def on_mount(self) -> None:
         dashboard = self.dashboard

@@ -22,7 +22,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.notifications import SeverityLevel
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from aitbc_miner.fleet.view import (
     FleetError,
@@ -32,11 +32,12 @@ from aitbc_miner.fleet.view import (
     RigView,
 )
 
-from . import fmt
+from . import fmt, strip_cycles
 from .charset import AsciiFilter, unicode_ok
 from .palette import Palette
 from .screens import ConfirmScreen
 from .theming import DEFAULT_THEME, load_themes
+from .widgets.keybar import KeyBar
 
 UNKNOWN = "?"
 #: The command keys: what each asks the rig, in the confirm's words.
@@ -315,6 +316,7 @@ class FleetConsole(App[None]):
     def __init__(self, source: FleetSource, *, theme: str | None = None,
                  clock: Callable[[], float] = time.time, refresh_s: float | None = 2.0,
                  environ: Mapping[str, str] | None = None) -> None:
+        strip_cycles.apply()  # drawn lines freed when dropped, not by the cycle collector
         super().__init__()
         if not unicode_ok(environ):
             self._filters.append(AsciiFilter())
@@ -337,7 +339,7 @@ class FleetConsole(App[None]):
         yield FleetHeader(id="status")
         yield RigsTable(id="rigs")
         yield RigPanel(id="history")
-        yield Footer()
+        yield KeyBar()
 
     @property
     def status(self) -> FleetHeader:

@@ -11,6 +11,7 @@ from aitbc_miner.engine.snapshot import JobLogLine, RunningJob
 from tui.app import MinerConsole
 from tui.fake import T0, FakeEngine, receipts, sample_events, sample_snapshot
 from tui.screens import QuitScreen
+from tui.widgets.keybar import KeyBar
 from tui.widgets.receipts import MAX_ROWS
 
 from .conftest import screen_text, until, until_exited
@@ -202,3 +203,13 @@ async def test_receipt_details_show_the_stored_receipt_when_the_engine_offers_it
         text = screen_text(app)
         assert snap.receipts[1].receipt_id in text and "✗ INVALID" in text
         assert "NOT COUNTED: signature does not verify" in text
+
+
+async def test_clicking_a_key_in_the_key_bar_presses_it() -> None:
+    engine = FakeEngine(sample_snapshot("busy"))
+    async with console(engine).run_test(size=(120, 34)) as pilot:
+        await until(pilot, lambda: "p Pause" in screen_text(pilot.app).splitlines()[-1])
+        bar = screen_text(pilot.app).splitlines()[-1]
+        await pilot.click(KeyBar, offset=(bar.index("p Pause") + 2, 0))
+        assert [c for c, _ in engine.calls] == ["pause"]
+        await until(pilot, lambda: "p Resume" in screen_text(pilot.app).splitlines()[-1])

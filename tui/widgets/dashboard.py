@@ -30,7 +30,6 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widget import Widget
-from textual.widgets import Footer
 
 from aitbc_miner.engine.snapshot import Snapshot
 
@@ -40,6 +39,7 @@ from .events import EventsPanel
 from .gpu import GpuPanel
 from .header import Attachment, StatusHeader
 from .jobs import JobsTable
+from .keybar import KeyBar
 from .receipts import ReceiptsTable
 from .search import TableSearch
 from .slots import SlotsPanel
@@ -125,7 +125,7 @@ class Dashboard(Vertical):
             self.compact = compact
             self.jobs.set_compact(compact)
             self.app.refresh_bindings()
-            for footer in self.app.query(Footer):  # room for every key at 80 columns
+            for footer in self.app.query(KeyBar):  # room for every key at 80 columns
                 footer.show_command_palette = not compact
         self._heights = None
         self.refresh_times()  # re-render for the new width now, and once laid out
