@@ -127,10 +127,13 @@ def main() -> None:
         print(out.read_text() if out.exists() else "(the child wrote no trace)")
         return
     steady = [(t, m) for t, m in points if t >= WARMUP_S]
-    if len(steady) >= 2:
-        first, last = steady[0][1], steady[-1][1]
-        print(f"after the {WARMUP_S / 60:g}-min warm-up: {first:.1f} -> {last:.1f} MiB "
-              f"({100 * (last - first) / first:+.1f} %), slope {slope_per_hour(steady):+.1f} MiB/h")
+    for what, window in ((f"after the {WARMUP_S / 60:g}-min warm-up", steady),
+                         ("the second half", [(t, m) for t, m in points
+                                              if t >= points[-1][0] / 2])):
+        if len(window) >= 2:
+            first, last = window[0][1], window[-1][1]
+            print(f"{what}: {first:.1f} -> {last:.1f} MiB ({100 * (last - first) / first:+.1f} %),"
+                  f" slope {slope_per_hour(window):+.1f} MiB/h")
 
 
 if __name__ == "__main__":

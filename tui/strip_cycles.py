@@ -1,5 +1,7 @@
 """Textual's ``Strip`` caches itself, which makes every drawn line cyclic garbage.
 
+(Found in Textual 8.2.8, the version ``pyproject.toml`` pins.)
+
 ``Strip.divide`` returns ``[self]`` when a line needs no cut, and ``Strip.crop_extend``
 returns ``self`` when the crop is the whole line; both store that answer in the strip's own
 cache, so the strip refers to itself. Reference counting then never frees a strip the

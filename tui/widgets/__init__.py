@@ -6,8 +6,9 @@ from .events import EventLog, EventsPanel, LogFilter
 from .gpu import GpuPanel
 from .header import StatusHeader
 from .jobs import JobsTable
+from .keybar import KeyBar
 from .receipts import ReceiptsTable
 from .slots import SlotsPanel
 
 __all__ = ["Dashboard", "EarningsPanel", "EventLog", "EventsPanel", "GpuPanel", "JobsTable",
-           "LogFilter", "ReceiptsTable", "SlotsPanel", "StatusHeader"]
+           "KeyBar", "LogFilter", "ReceiptsTable", "SlotsPanel", "StatusHeader"]
