@@ -18,7 +18,7 @@ console leaves no cyclic garbage, so a Textual that fixes or changes this shows 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.style import Style
@@ -28,7 +28,7 @@ _divide = Strip.divide
 _crop_extend = Strip.crop_extend
 
 
-def _divide_uncached_whole(self: Strip, cuts: Iterable[int]) -> list[Strip]:
+def _divide_uncached_whole(self: Strip, cuts: Iterable[int]) -> Sequence[Strip]:
     cuts = list(cuts)
     if [cut for cut in cuts if cut <= self.cell_length] == [self.cell_length]:
         return [self]
