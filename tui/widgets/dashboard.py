@@ -125,8 +125,8 @@ class Dashboard(Vertical):
             self.compact = compact
             self.jobs.set_compact(compact)
             self.app.refresh_bindings()
-            for footer in self.app.query(KeyBar):  # room for every key at 80 columns
-                footer.show_command_palette = not compact
+            for bar in self.app.query(KeyBar):  # room for every key at 80 columns
+                bar.show_command_palette = not compact
         self._heights = None
         self.refresh_times()  # re-render for the new width now, and once laid out
         self.call_after_refresh(self.refresh_times)
