@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.segment import Segment
+from textual.pilot import Pilot
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -52,10 +53,10 @@ def cyclic_garbage() -> Iterator[list[object]]:
         gc.garbage.clear()
 
 
-async def publish(engine: FakeEngine, pilot: object, steps: range) -> None:
+async def publish(engine: FakeEngine, pilot: Pilot[None], steps: range) -> None:
     for step in steps:
         engine.publish(next_snapshot(engine.snapshot(), step))
-        await pilot.pause()  # type: ignore[attr-defined]
+        await pilot.pause()
 
 
 async def test_pausing_and_resuming_keeps_no_widget_alive() -> None:

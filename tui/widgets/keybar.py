@@ -158,5 +158,5 @@ class KeyBar(Widget, can_focus=False):
     def _set_hover(self, key: BarKey | None) -> None:
         if key != self._hover:
             self._hover = key
-            self.tooltip = key.tooltip or None if key else None
+            self.tooltip = (key.tooltip or None) if key else None
             self.refresh()
