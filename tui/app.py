@@ -33,7 +33,7 @@ from textual.widgets import Input
 
 from aitbc_miner.engine.snapshot import Mode, Snapshot
 
-from . import strip_cycles
+from . import render_memory
 from .charset import AsciiFilter, unicode_ok
 from .gpu_screen import GpuScreen
 from .messages import EngineClosed, SnapshotArrived
@@ -117,7 +117,7 @@ class MinerConsole(App[None]):
         with fewer than 256 colours. ``environ`` (default: the process's) also decides
         whether to draw in ASCII (a locale that is not UTF-8). ``bell`` (config
         ``console.bell``) rings the terminal bell with each alert toast."""
-        strip_cycles.apply()  # drawn lines freed when dropped, not by the cycle collector
+        render_memory.apply()  # drawn lines and styles freed when dropped
         super().__init__()
         self.alert_bell = bell
         self.ascii = not unicode_ok(environ)

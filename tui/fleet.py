@@ -32,7 +32,7 @@ from aitbc_miner.fleet.view import (
     RigView,
 )
 
-from . import fmt, strip_cycles
+from . import fmt, render_memory
 from .charset import AsciiFilter, unicode_ok
 from .palette import Palette
 from .screens import ConfirmScreen
@@ -316,7 +316,7 @@ class FleetConsole(App[None]):
     def __init__(self, source: FleetSource, *, theme: str | None = None,
                  clock: Callable[[], float] = time.time, refresh_s: float | None = 2.0,
                  environ: Mapping[str, str] | None = None) -> None:
-        strip_cycles.apply()  # drawn lines freed when dropped, not by the cycle collector
+        render_memory.apply()  # drawn lines and styles freed when dropped
         super().__init__()
         if not unicode_ok(environ):
             self._filters.append(AsciiFilter())

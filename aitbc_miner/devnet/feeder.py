@@ -61,7 +61,6 @@ class Feeder:
         self.mix = mix
         self.rng = random.Random(seed)
         self.queued: set[str] = set()
-        self.submitted: list[str] = []
 
     async def _still_queued(self, http: httpx.AsyncClient) -> None:
         for job_id in list(self.queued):
@@ -79,7 +78,6 @@ class Feeder:
             response.raise_for_status()
             job_id = response.json()["job_id"]
             self.queued.add(job_id)
-            self.submitted.append(job_id)
             added += 1
         return added
 

@@ -28,7 +28,7 @@ from ..handoff import handed_over, reexec_without
 from ..identity.rigkey import RigKeyError
 from ..identity.token import TokenError
 from ..logs import describe_exception, is_journal_stream, journal_prefix, redact, setup_logging
-from . import fleetcmd, keys
+from . import allocator, fleetcmd, keys
 from .control import SOCKET_NAME, read_only_socket_path
 from .ctl import COMMANDS, run_ctl
 from .lock import AlreadyRunning, StateLock
@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    allocator.use_one_arena()  # before any thread starts: memory stays flat all day
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["devnet"]:
         from ..devnet.cli import main as devnet_main

@@ -3,8 +3,9 @@
 Counted, not timed: live objects after a garbage collection, and what the cycle collector
 finds. Each test fails on what it guards against: a widget kept alive by every pause (the
 Textual footer's keys did that), render caches that grow with every snapshot (the jobs
-table's did), and drawn lines that only the cycle collector can free (Textual's ``Strip``
-did; its full collections stalled keys by up to 0.2 s)."""
+table's did), drawn lines that only the cycle collector can free (Textual's ``Strip``
+did; its full collections stalled keys by up to 0.2 s), and every style ever drawn (Textual's
+escape-code cache kept up to 16,384, the log's lines adding new ones)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from rich.console import Console
 from rich.segment import Segment
+from rich.style import Style
 from textual.pilot import Pilot
 from textual.strip import Strip
 from textual.widget import Widget
 
 from bench.console_bench import next_snapshot
+from tui import render_memory
 from tui.app import MinerConsole
 from tui.fake import T0, FakeEngine, sample_snapshot
 
@@ -93,3 +97,39 @@ async def test_drawn_lines_are_freed_without_the_cycle_collector() -> None:
         lines = [o for o in garbage if isinstance(o, (Strip, Segment))]
         assert not lines, f"{len(lines)} drawn lines left for the cycle collector"
         assert len(garbage) < 500, Counter(type(o).__name__ for o in garbage).most_common(5)
+
+
+
+def test_drawing_a_style_keeps_no_copy_of_it() -> None:
+    """Each drawn line carries its own styles (the log's option number and each cell's
+    offset are in their meta). Once the console exists, turning them into escape codes
+    keeps none of them: Textual's own cache kept up to 16,384, filling for most of an hour."""
+    console(FakeEngine(sample_snapshot("idle")))
+    terminal = Console(color_system="truecolor", force_terminal=True)
+
+    def draw(n: int) -> str:
+        return Strip([Segment("12:00:00", Style(color="red", meta={"option": n})),
+                      Segment(" job done", Style(bold=True, meta={"option": n}))]).render(terminal)
+
+    for n in range(500):
+        assert "\x1b[31m12:00:00" in draw(n)
+    gc.collect()
+    kept = [o for o in gc.get_objects() if type(o) is Style and "option" in o.meta]
+    assert not kept, f"{len(kept)} drawn styles kept"
+
+
+def test_cutting_a_line_keeps_no_copy_of_it() -> None:
+    """Rich caches how it cuts a line holding a character such as ``…``, by the line; the
+    console keeps a few screens of those, not the 16,384 lines Rich would."""
+    console(FakeEngine(sample_snapshot("idle")))
+    style = Style(bold=True)
+
+    def cut(n: int) -> str:
+        left, right = Segment(f"job {n:05d} … done", style).split_cells(6)
+        return left.text
+
+    for n in range(5000):
+        assert cut(n) == f"job {n:05d}"[:6]
+    gc.collect()
+    kept = [o for o in gc.get_objects() if type(o) is Segment and "done" in o.text]
+    assert len(kept) <= 2 * render_memory.SPLIT_CACHE_SIZE, f"{len(kept)} cut lines kept"

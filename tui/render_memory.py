@@ -1,0 +1,88 @@
+"""Where Textual's drawing keeps memory it no longer needs, and ``apply()``, which stops it.
+
+(Found in Textual 8.2.8, the version ``pyproject.toml`` pins, and Rich 15.0.0, which it
+brings.) Each fix returns what Textual returns; only what it kept is gone.
+``tests/tui/test_garbage.py`` checks each, so a Textual or Rich that fixes or changes them
+shows up there.
+
+**Every drawn line was a reference cycle.** ``Strip.divide`` returns ``[self]`` when a line
+needs no cut, and ``Strip.crop_extend`` returns ``self`` when the crop is the whole line;
+both store that answer in the strip's own cache, so the strip refers to itself. Reference
+counting then never frees a strip the compositor has drawn: each one, its segments and its
+seven caches wait for Python's cycle collector. At five snapshots a second that was
+~15,000 objects every 3 s, promoted into the oldest generation, whose collections walk the
+whole heap: 80 to 180 ms on a small machine, in the path of whichever key was pressed then.
+Those two cases are answered here without caching them.
+
+**Every style drawn was kept, up to 16,384 of them.** ``Strip.render_ansi`` (a style's
+escape codes) is an LRU cache keyed by the whole style, and a style's identity includes its
+``meta``: the log line's option number and each cell's offset. So the log's lines kept
+adding entries: 4,400 after 40 minutes of the demo (each a style, its meta and its link id,
+about 540 bytes), toward a cap of about 8.5 MiB. The escape codes depend only on the
+colours and attributes, so they are cached by those here: a few dozen entries, whatever is
+drawn.
+
+**Every line cut with a character Rich measures slowly was kept, up to 16,384 of them.**
+Rich's ``Segment.split_cells`` caches its slow path (a line holding a character such as
+``…`` or ``●``) by the segment, so each log line cut to the panel's width stayed in the
+cache with both halves, about 1.1 KB each: 3,300 more an hour in the demo (3.6 MiB an hour,
+for five hours). The same function is cached here with room for a few screens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+from rich.color import Color, ColorSystem
+from rich.segment import Segment
+from rich.style import Style
+from textual.strip import Strip
+
+_divide = Strip.divide
+_crop_extend = Strip.crop_extend
+_render_ansi = Strip.__dict__["render_ansi"].__func__.__wrapped__  # Textual's, uncached
+
+ANSI_CACHE_SIZE = 1024  # distinct colour/attribute combinations; a theme uses dozens
+_ansi: dict[tuple[Color | None, Color | None, int, ColorSystem], str] = {}
+
+SPLIT_CACHE_SIZE = 1024  # a few screens of cut segments
+_split_cells: Any = lru_cache(SPLIT_CACHE_SIZE)(
+    Segment.__dict__["_split_cells"].__func__.__wrapped__)  # Rich's, uncached
+
+
+def _divide_uncached_whole(self: Strip, cuts: Iterable[int]) -> Sequence[Strip]:
+    cuts = list(cuts)
+    if [cut for cut in cuts if cut <= self.cell_length] == [self.cell_length]:
+        return [self]
+    return _divide(self, cuts)
+
+
+def _crop_extend_uncached_whole(self: Strip, start: int, end: int,
+                                style: Style | None) -> Strip:
+    if start == 0 and end == self.cell_length:
+        return self
+    return _crop_extend(self, start, end, style)
+
+
+def _render_ansi_by_look(cls: type[Strip], style: Style, color_system: ColorSystem) -> str:
+    """Textual's answer, cached by what it is computed from (not the style's meta)."""
+    key = (style._color, style._bgcolor, style._attributes & style._set_attributes,
+           color_system)
+    if (ansi := _ansi.get(key)) is None:
+        if len(_ansi) >= ANSI_CACHE_SIZE:
+            _ansi.clear()
+        ansi = _ansi[key] = _render_ansi(cls, style, color_system)
+    style._ansi = ansi  # as Textual's does: the style remembers its own codes
+    return ansi
+
+
+def apply() -> None:
+    """Patch ``Strip`` once per process (idempotent)."""
+    patched: Any = Strip
+    patched.divide = _divide_uncached_whole
+    patched.crop_extend = _crop_extend_uncached_whole
+    patched.render_ansi = classmethod(_render_ansi_by_look)
+    segment: Any = Segment
+    segment._split_cells = classmethod(_split_cells)
