@@ -4,9 +4,10 @@ glibc gives each thread its own malloc arena, up to eight per core. The miner's 
 threads (the journal's SQLite thread, ``asyncio.to_thread`` workers) allocate and free
 buffers of many sizes in their own arenas. Free space in one arena never serves another
 thread, and only an arena's top is given back to the system, so the free-but-resident
-part grows for as long as the process runs. Measured in the demo (``bench/console_soak.py``
+part grows as the process runs. Measured in the demo (``bench/console_soak.py``
 and ``docs/console-speed.md``): free memory held by malloc grew from 4 to 20 MiB in the
-first 30 minutes with one arena per thread, and stayed near 6 MiB with one arena.
+first 30 minutes with one arena per thread; after 11 minutes it was 8.3 MiB with one arena
+against 13.4 MiB.
 
 Python threads take turns under the GIL, so one arena costs the miner no parallelism.
 An operator's own ``MALLOC_ARENA_MAX`` is left as it is.
