@@ -108,13 +108,13 @@ def test_drawing_a_style_keeps_no_copy_of_it() -> None:
     terminal = Console(color_system="truecolor", force_terminal=True)
 
     def draw(n: int) -> str:
-        return Strip([Segment("12:00:00", Style(color="red", meta={"option": n})),
-                      Segment(" job done", Style(bold=True, meta={"option": n}))]).render(terminal)
+        return Strip([Segment("12:00:00", Style(color="red", meta={"probe": n})),
+                      Segment(" job done", Style(bold=True, meta={"probe": n}))]).render(terminal)
 
     for n in range(500):
         assert "\x1b[31m12:00:00" in draw(n)
     gc.collect()
-    kept = [o for o in gc.get_objects() if type(o) is Style and "option" in o.meta]
+    kept = [o for o in gc.get_objects() if type(o) is Style and "probe" in o.meta]
     assert not kept, f"{len(kept)} drawn styles kept"
 
 
@@ -125,11 +125,11 @@ def test_cutting_a_line_keeps_no_copy_of_it() -> None:
     style = Style(bold=True)
 
     def cut(n: int) -> str:
-        left, right = Segment(f"job {n:05d} … done", style).split_cells(6)
+        left, right = Segment(f"job {n:05d} … probed", style).split_cells(6)
         return left.text
 
     for n in range(5000):
         assert cut(n) == f"job {n:05d}"[:6]
     gc.collect()
-    kept = [o for o in gc.get_objects() if type(o) is Segment and "done" in o.text]
+    kept = [o for o in gc.get_objects() if type(o) is Segment and "probed" in o.text]
     assert len(kept) <= 2 * render_memory.SPLIT_CACHE_SIZE, f"{len(kept)} cut lines kept"
