@@ -79,7 +79,7 @@ def _render_ansi_by_look(cls: type[Strip], style: Style, color_system: ColorSyst
 
 
 def apply() -> None:
-    """Patch ``Strip`` once per process (idempotent)."""
+    """Patch ``Strip`` and ``Segment`` once per process (idempotent)."""
     patched: Any = Strip
     patched.divide = _divide_uncached_whole
     patched.crop_extend = _crop_extend_uncached_whole
