@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from aitbc_miner.engine.receipt_window import ReceiptWindow  # noqa: E402
 from aitbc_miner.engine.snapshot import Snapshot  # noqa: E402
 from tui.app import MinerConsole  # noqa: E402
 from tui.fake import T0, FakeEngine, receipts, sample_snapshot  # noqa: E402
@@ -42,8 +43,14 @@ from tui.fake import T0, FakeEngine, receipts, sample_snapshot  # noqa: E402
 JOBS, RECEIPTS = 64, 10_000
 
 
+def windowed(snap: Snapshot) -> Snapshot:
+    """``snap`` with its receipts in a window, as the engine's snapshots carry them."""
+    window = ReceiptWindow.of(reversed(snap.receipts), RECEIPTS)
+    return dataclasses.replace(snap, receipts=window)
+
+
 def base_snapshot() -> Snapshot:
-    return sample_snapshot("busy", n_jobs=JOBS, n_receipts=RECEIPTS)
+    return windowed(sample_snapshot("busy", n_jobs=JOBS, n_receipts=RECEIPTS))
 
 
 def next_snapshot(prev: Snapshot, step: int) -> Snapshot:
@@ -53,8 +60,10 @@ def next_snapshot(prev: Snapshot, step: int) -> Snapshot:
                                                   ("tokens_per_s", 30.0 + (step * 7 + i) % 20)))
                  for i, j in enumerate(prev.jobs))
     fresh = receipts(2, start=RECEIPTS + 2 * (step - 1), now=T0 + step)
+    held = prev.receipts
+    window = held if isinstance(held, ReceiptWindow) else ReceiptWindow.of(reversed(held), RECEIPTS)
     return dataclasses.replace(prev, seq=prev.seq + 1, at=T0 + step, jobs=jobs,
-                               receipts=(fresh + prev.receipts)[:RECEIPTS])
+                               receipts=window.extend(reversed(fresh)))
 
 
 def percentiles(samples: list[float]) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.console_bench import next_snapshot, percentiles, stop  # noqa: E402
+from bench.console_bench import next_snapshot, percentiles, stop, windowed  # noqa: E402
 from bench.console_soak import machine  # noqa: E402
 
 JOBS, RECEIPTS, RATE_HZ = 8, 10_000, 5.0
@@ -44,7 +44,7 @@ async def console_child() -> None:
     from tui.app import MinerConsole
     from tui.fake import FakeEngine, sample_snapshot
 
-    base = sample_snapshot("busy", n_jobs=JOBS, n_receipts=RECEIPTS)
+    base = windowed(sample_snapshot("busy", n_jobs=JOBS, n_receipts=RECEIPTS))
     engine = FakeEngine(base)
     app = MinerConsole(engine, theme="aitbc-dark", prefs_path=None)
 

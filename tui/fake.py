@@ -83,7 +83,7 @@ class FakeEngine:
         """The job ends: it leaves the snapshot's jobs, its record (and receipts) stay."""
         self.records[job_id] = record
         self._change(jobs=tuple(j for j in self._snapshot.jobs if j.job_id != job_id),
-                     receipts=tuple(receipts) + self._snapshot.receipts)
+                     receipts=(*receipts, *self._snapshot.receipts))
 
     def publish(self, snapshot: Snapshot | None = None) -> None:
         if snapshot is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from decimal import Decimal
 from enum import Enum
 from functools import cache
@@ -18,6 +19,7 @@ from typing import Any
 
 from ..journal import JobRecord
 from ..money import amount_of
+from .receipt_window import ReceiptWindow
 from .snapshot import Event, ReceiptView, Snapshot
 
 
@@ -34,7 +36,7 @@ def to_jsonable(value: Any) -> Any:
         return str(value)  # money: exact, as text
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | ReceiptWindow):
         return [to_jsonable(v) for v in value]
     return value
 
@@ -78,6 +80,8 @@ def _decode(tp: Any, value: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(tp) if a is not type(None)]
         return _decode(options[0], value) if len(options) == 1 else value
+    if origin is Sequence:  # a snapshot's receipts: a tuple on this side
+        return tuple(_decode(typing.get_args(tp)[0], v) for v in value)
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:

@@ -28,6 +28,7 @@ from ..runners import RunnerRegistry
 from ..untrusted import scrub
 from .bus import EventBus
 from .fleetlink import FleetLink
+from .receipt_window import ReceiptWindow
 from .slots import Slot, SlotPool
 from .snapshot import (
     FLEET_UNREACHABLE,
@@ -43,7 +44,6 @@ from .snapshot import (
     LoopView,
     Mode,
     OutcomeView,
-    ReceiptView,
     RunningJob,
     Snapshot,
 )
@@ -159,7 +159,7 @@ class Core:
         self.counters = Counters()
         self.outbox_size = 0
         self.recent: deque[OutcomeView] = deque(maxlen=RECENT_OUTCOMES)
-        self.receipts: deque[ReceiptView] = deque(maxlen=RECENT_RECEIPTS)  # newest first
+        self.receipts = ReceiptWindow(RECENT_RECEIPTS)  # newest first
         self.earnings = Earnings()
         self.earnings_dirty = asyncio.Event()
         self.energy = EnergyMeter()  # the GPUs' energy, put down to their jobs
@@ -256,7 +256,7 @@ class Core:
             polls_in_flight=self.polls_in_flight,
             warnings=self.warnings + self.gpu.warnings + ((FLEET_UNREACHABLE,)
                                       if self.fleet_status.state == "unreachable" else ()),
-            receipts=tuple(self.receipts),
+            receipts=self.receipts,
             earnings=self.earnings,
             gpu=self.gpu,
             disk=self.disk,

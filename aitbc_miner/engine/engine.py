@@ -317,8 +317,8 @@ class Engine:
         receipts = await core.journal.receipts()
         core.count(receipts=len(receipts),
                    receipts_flagged=sum(1 for r in receipts if not r.counted))
-        core.receipts.extend(
-            reversed([ReceiptView.of(r) for r in receipts[-(core.receipts.maxlen or 0):]]))
+        core.receipts = core.receipts.extend(
+            ReceiptView.of(r) for r in receipts[-core.receipts.limit:])
         core.earnings_dirty.set()
         await self.outbox.load()
 

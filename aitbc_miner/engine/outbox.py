@@ -269,7 +269,7 @@ class Outbox:
         stored = await core.journal.store_receipt(
             record.job_id, receipt, verdict=check.verdict.value, reason=check.reason,
             key_id=check.key_id, counted=check.counted, resent=resent)
-        core.receipts.appendleft(ReceiptView.of(stored))
+        core.receipts = core.receipts.push(ReceiptView.of(stored))
         core.earnings_dirty.set()
         core.count(receipts=1, receipts_flagged=0 if stored.counted else 1)
         # the flag leads the message, so a line cut short (a terminal, a log viewer) keeps it

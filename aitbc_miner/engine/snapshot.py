@@ -7,6 +7,7 @@ it likes while the engine moves on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -239,7 +240,7 @@ class Snapshot:
     recent: tuple[OutcomeView, ...]
     poll_interval_s: float
     polls_in_flight: int
-    receipts: tuple[ReceiptView, ...] = ()  # newest first, bounded
+    receipts: Sequence[ReceiptView] = ()  # newest first, bounded (a ReceiptWindow)
     earnings: Earnings = Earnings()
     gpu: GpuStatus = GpuStatus()
     disk: DiskView = DiskView()

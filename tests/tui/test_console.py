@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 from aitbc_miner.engine import Mode
+from aitbc_miner.engine.receipt_window import ReceiptWindow
 from aitbc_miner.engine.snapshot import JobLogLine, RunningJob
 from tui.app import MinerConsole
 from tui.fake import T0, FakeEngine, receipts, sample_events, sample_snapshot
@@ -41,6 +42,27 @@ async def test_receipts_are_added_incrementally_and_capped() -> None:
                                            receipts=(newer + snap.receipts)[:MAX_ROWS]))
         await pilot.pause()
         assert table.applied == 0
+
+
+async def test_the_agents_console_shows_the_engines_receipt_window_without_a_copy() -> None:
+    # Given the agent's engine, whose snapshots carry its receipt window (10,000 receipts)
+    held = sample_snapshot("busy", n_receipts=MAX_ROWS).receipts
+    window = ReceiptWindow.of(reversed(held), MAX_ROWS)
+    snap = sample_snapshot("busy", n_receipts=0)
+    engine = FakeEngine(dataclasses.replace(snap, receipts=window))
+    async with console(engine).run_test(size=(120, 34)) as pilot:
+        table = pilot.app.dashboard.receipts
+        await until(pilot, lambda: len(table) == MAX_ROWS)
+        added = table.added_total
+        # When three receipts arrive (the engine's next window shares the rest)
+        newer = receipts(3, start=MAX_ROWS, now=T0 + 60)
+        window = window.extend(reversed(newer))
+        engine.publish(dataclasses.replace(snap, seq=2, receipts=window))
+        await until(pilot, lambda: table.row(0).receipt_id == newer[0].receipt_id)
+        # Then the table shows them on top, counted as three, from the engine's own window
+        assert table.added_total - added == 3 and len(table) == MAX_ROWS
+        assert table.row(MAX_ROWS - 1) == held[MAX_ROWS - 4]
+        assert table._rows is window  # no second copy of 10,000 receipts
 
 
 async def test_the_receipt_selection_survives_new_receipts() -> None:

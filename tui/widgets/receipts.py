@@ -1,7 +1,9 @@
 """Receipts: newest first, up to 10,000, drawn line by line (only the visible rows).
 
 A snapshot adds only the receipts newer than the newest one shown (keyed by receipt
-id), so an update costs what is new, not what is kept. The selected receipt stays
+id), so an update costs what is new, not what is kept. The rows are a
+``ReceiptWindow`` (compact, immutable): in the agent's own console, the engine's window
+itself, so the table holds no copy of the receipts. The selected receipt stays
 selected as new ones arrive; while the cursor is on the newest row it follows the
 newest. Receipts that are not counted (invalid, mismatched, duplicate) are highlighted
 and say why in words.
@@ -19,7 +21,6 @@ stays selected.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from aitbc_miner.engine.receipt_window import ReceiptWindow
 from aitbc_miner.engine.snapshot import ReceiptView, Snapshot
 
 from .. import fmt
@@ -106,8 +108,8 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
         self.pages = 0  # older pages paged in (tests read it)
         self._paging = False
         self._exhausted = False  # the miner had nothing older to give
-        self._rows: deque[ReceiptView] = deque(maxlen=MAX_ROWS)  # oldest first
-        self._ids: set[str] = set()
+        # newest first: the engine's own window, shared (in the agent), or one of ours
+        self._rows = ReceiptWindow(MAX_ROWS)
         self.cursor = 0  # index from the newest (0 = newest)
         self.currency = "AITBC"
         self.now = now
@@ -130,7 +132,7 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
     def row(self, index: int) -> ReceiptView:
         if self._view is not None:
             return self._view[index]
-        return self._rows[len(self._rows) - 1 - index]
+        return self._rows[index]
 
     @property
     def selected(self) -> ReceiptView | None:
@@ -172,7 +174,7 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
         if not receipts:
             return 0
         if self._rows:
-            newest = self._rows[-1].receipt_id
+            newest = self._rows[0].receipt_id
             if receipts[0].receipt_id == newest:
                 return 0
             fresh: list[ReceiptView] = []
@@ -185,15 +187,11 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
         else:
             fresh = list(receipts)
         self._measure(fresh)
-        added = 0
-        for receipt in reversed(fresh):  # oldest of the new ones first
-            if receipt.receipt_id in self._ids:
-                continue
-            if len(self._rows) == MAX_ROWS:
-                self._ids.discard(self._rows[0].receipt_id)
-            self._rows.append(receipt)
-            self._ids.add(receipt.receipt_id)
-            added += 1
+        added = len(fresh)
+        if isinstance(receipts, ReceiptWindow):  # the engine's: it holds ours and the new
+            self._rows = receipts
+        else:
+            self._rows = self._rows.extend(reversed(fresh))  # oldest of the new ones first
         if added:
             self.added_total += added
             if self._view is not None:
@@ -207,13 +205,10 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
         searched, self._view = self._view is not None, None
         self.rebuilds += 1
         self._exhausted = False
-        self._rows.clear()
-        self._ids.clear()
-        self._measure(receipts[:MAX_ROWS])
-        for receipt in reversed(receipts[:MAX_ROWS]):
-            if receipt.receipt_id not in self._ids:
-                self._rows.append(receipt)
-                self._ids.add(receipt.receipt_id)
+        if not isinstance(receipts, ReceiptWindow):
+            receipts = ReceiptWindow.of(reversed(receipts[:MAX_ROWS]), MAX_ROWS)
+        self._rows = receipts
+        self._measure(receipts)
         self.cursor = 0
         if key is not None:
             for i in range(len(self._rows)):
@@ -267,7 +262,7 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
         if self.sort_by == "time" and not self.reverse and not self.search_text:
             self._view = None
         else:
-            rows = list(self._rows)  # oldest first: a stable sort keeps ties oldest first
+            rows = list(reversed(self._rows))  # oldest first: a stable sort keeps ties so
             if self.search_text:
                 needle = self.search_text.lower()
                 rows = [r for r in rows if self._matches(r, needle)]
@@ -303,7 +298,7 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
         if len(self._rows) - bottom > self._page + PAGE // 4:
             return
         self._paging = True
-        self.run_worker(self._load_older(self._rows[0].receipt_id), group="receipt-pages",
+        self.run_worker(self._load_older(self._rows[-1].receipt_id), group="receipt-pages",
                         exit_on_error=False)
 
     async def _load_older(self, oldest: str) -> None:
@@ -312,17 +307,13 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
             page = await self.pager(oldest, PAGE)
         finally:
             self._paging = False
-        if not self._rows or self._rows[0].receipt_id != oldest:
+        if not self._rows or self._rows[-1].receipt_id != oldest:
             return  # the table started over meanwhile
-        self._measure(page)
-        added = 0
-        for receipt in page:  # newest first, each older than the last
-            if len(self._rows) >= MAX_ROWS:
-                break
-            if receipt.receipt_id not in self._ids:
-                self._rows.appendleft(receipt)
-                self._ids.add(receipt.receipt_id)
-                added += 1
+        older = page[:MAX_ROWS - len(self._rows)]  # newest first, each older than the last
+        self._measure(older)
+        added = len(older)
+        if added:
+            self._rows = ReceiptWindow.of([*reversed(older), *reversed(self._rows)], MAX_ROWS)
         self._exhausted = added == 0
         self.pages += 1
         if self._view is not None and added:
