@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -54,9 +55,20 @@ OUTCOMES = frozenset({"completed", "failed", "canceled", "interrupted"})
 FAILED = frozenset({"failed", "interrupted"})
 
 
+def connect_readonly(journal_path: Path, *, cache_kib: int | None = None,
+                     any_thread: bool = False) -> sqlite3.Connection:
+    """A read-only connection; ``cache_kib`` caps its page cache (SQLite's default is 2 MiB),
+    ``any_thread`` lets a caller that serialises its calls use it from pool threads."""
+    conn = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True,
+                           check_same_thread=not any_thread)
+    if cache_kib is not None:
+        conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
+    return conn
+
+
 @contextmanager
 def open_readonly(journal_path: Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True)
+    conn = connect_readonly(journal_path)
     try:
         yield conn
     finally:
@@ -112,9 +124,13 @@ class _Minute:
 
 @dataclass(frozen=True, slots=True)
 class _Counted:
-    """What one stored receipt added, kept to take it back out if it is replaced."""
+    """What one stored receipt added, kept to take it back out if it is replaced: only
+    what the sums read, with group names shared (a book remembers thousands of these)."""
 
-    row: ReceiptRow
+    received_at: float
+    price: Decimal
+    counted: bool
+    duplicate: bool
     model: str
     gpu: str
     job_type: str
@@ -193,15 +209,15 @@ class Book:
         earlier = self._remembered.pop(row.receipt_id, None)
         if earlier is not None:  # stored again under the same id: the old row is gone
             self._apply(earlier, -1)
-        counted = _Counted(row, _key(self.by_model, row.model), _key(self.by_gpu, row.gpu),
+        counted = _Counted(row.received_at, row.price, row.counted, row.duplicate,
+                           _key(self.by_model, row.model), _key(self.by_gpu, row.gpu),
                            _key(self.by_type, row.job_type))
         self._apply(counted, 1)
         self._remembered[row.receipt_id] = counted
         if len(self._remembered) > REMEMBERED_RECEIPTS:
             self._remembered.popitem(last=False)
 
-    def _apply(self, c: _Counted, sign: int) -> None:
-        row = c.row
+    def _apply(self, row: _Counted, sign: int) -> None:
         amount = row.price if sign > 0 else -row.price
         if not row.duplicate or row.counted:
             self.issued.add(amount, sign)
@@ -213,16 +229,16 @@ class Book:
         if (tally := self.by_day.get(day)) is None:
             tally = self.by_day[day] = _Tally()
         tally.add(amount, sign)
-        for groups, key in ((self.by_model, c.model), (self.by_gpu, c.gpu),
-                            (self.by_type, c.job_type)):
+        for groups, key in ((self.by_model, row.model), (self.by_gpu, row.gpu),
+                            (self.by_type, row.job_type)):
             if (tally := groups.get(key)) is None:
                 tally = groups[key] = _Tally()
             tally.add(amount, sign)
         minute = self._minute(row.received_at)
         if minute is not None:
             minute.earned.add(amount, sign)
-            minute.by_model[c.model] = minute.by_model.get(c.model, ZERO) + amount
-            minute.by_gpu[c.gpu] = minute.by_gpu.get(c.gpu, ZERO) + amount
+            minute.by_model[row.model] = minute.by_model.get(row.model, ZERO) + amount
+            minute.by_gpu[row.gpu] = minute.by_gpu.get(row.gpu, ZERO) + amount
 
     def add_outcome(self, row: OutcomeRow) -> None:
         minute = self._minute(row.at)
@@ -320,8 +336,9 @@ class Book:
 
 
 def _key(groups: dict[str, _Tally] | dict[str, int], key: str) -> str:
-    """``key``, or ``(other)`` once ``MAX_GROUPS`` keys are taken (hostile model names)."""
-    return key if key in groups or len(groups) < MAX_GROUPS else OTHER
+    """``key``, or ``(other)`` once ``MAX_GROUPS`` keys are taken (hostile model names);
+    interned, so the receipts a book remembers share their groups' names."""
+    return sys.intern(key) if key in groups or len(groups) < MAX_GROUPS else OTHER
 
 
 def _per_hour(amount: Decimal, now: float, minutes: int) -> Decimal:
@@ -350,14 +367,18 @@ def _ranked_counts(counts: dict[str, int]) -> tuple[tuple[str, int], ...]:
 
 def paid(conn: sqlite3.Connection) -> Money:
     """Verified jobs the coordinator reports paid (read in full: it changes once a minute
-    at most, when payments are synced)."""
+    at most, when payments are synced). Summed row by row as SQLite steps, so reading it
+    holds no list that grows with the journal."""
+    total, jobs = ZERO, 0
     try:
-        rows = conn.execute(
-            "SELECT r.price FROM receipts r JOIN payments p ON p.job_id = r.job_id"
-            " WHERE r.counted = 1 AND p.payment_status = 'paid'").fetchall()
+        for (price,) in conn.execute(
+                "SELECT r.price FROM receipts r JOIN payments p ON p.job_id = r.job_id"
+                " WHERE r.counted = 1 AND p.payment_status = 'paid'"):
+            total += amount_of(price) or ZERO
+            jobs += 1
     except sqlite3.OperationalError:  # a journal from before payments were tracked
         return Money()
-    return Money(sum((amount_of(p) or ZERO for (p,) in rows), ZERO), len(rows))
+    return Money(total, jobs)
 
 
 def summarize(conn: sqlite3.Connection, now: float | None = None) -> Earnings:

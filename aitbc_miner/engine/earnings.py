@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,26 +32,45 @@ from .core import Core, HeldJob
 log = logging.getLogger(__name__)
 
 REFRESH_S = 30.0
+READ_CACHE_KIB = 256  # the kept connection reads only new rows; a small cache does
 PAID_EVERY_S = 60.0
 SAVE_ENERGY_S = 60.0
 
 
 class EarningsKeeper:
-    """The engine's book and its last "paid" figure; ``read_journal`` runs in a thread."""
+    """The engine's book and its last "paid" figure; ``read_journal`` runs in a thread,
+    one call at a time.
+
+    It keeps one read-only connection, with a small page cache, for as long as it lives.
+    Opening one for each read (once a second while receipts arrive) made SQLite parse the
+    schema and allocate and free its page cache every time, from the worker thread; over
+    an hour, that churn left malloc holding megabytes of free memory in small pieces."""
 
     def __init__(self, journal_path: Path) -> None:
         self.journal_path = journal_path
         self.book = ledger.Book()
         self.paid = Money()
         self._paid_at: float | None = None
+        self._conn: sqlite3.Connection | None = None
 
     def read_journal(self, now: float) -> Earnings:
         """Add the rows written since the last call; the earnings as of ``now``."""
-        with ledger.open_readonly(self.journal_path) as conn:
-            self.book.read_new(conn)
+        if self._conn is None:
+            self._conn = ledger.connect_readonly(self.journal_path, cache_kib=READ_CACHE_KIB,
+                                                 any_thread=True)
+        try:
+            self.book.read_new(self._conn)
             if self._paid_at is None or now - self._paid_at >= PAID_EVERY_S:
-                self.paid, self._paid_at = ledger.paid(conn), now
+                self.paid, self._paid_at = ledger.paid(self._conn), now
+        except sqlite3.Error:
+            self.close()  # the next read starts on a fresh connection
+            raise
         return self.book.earnings(now, self.paid)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def work_name(job: HeldJob) -> str:
@@ -75,6 +95,14 @@ def observe_energy(core: Core) -> None:
 async def keep_earnings(core: Core, min_interval_s: float = 1.0,
                         refresh_s: float = REFRESH_S) -> None:
     keeper = EarningsKeeper(core.journal.path)
+    try:
+        await _keep(core, keeper, min_interval_s, refresh_s)
+    finally:
+        keeper.close()  # a read-only connection: closing it is quick
+
+
+async def _keep(core: Core, keeper: EarningsKeeper, min_interval_s: float,
+                refresh_s: float) -> None:
     saved_to = energy_path(core.journal.path)
     core.energy.restore(await asyncio.to_thread(EnergyMeter.load, saved_to))
     saved_at = core.clock()

@@ -4,15 +4,20 @@ recompute, over a real journal."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from aitbc_miner import ledger
 from aitbc_miner.codes import ErrorCode
 from aitbc_miner.engine.codec import snapshot_from_json, to_jsonable
+from aitbc_miner.engine.earnings import EarningsKeeper
 from aitbc_miner.engine.snapshot import ReceiptView
 from aitbc_miner.journal import Journal, Outcome
 from aitbc_miner.ledger import Book, OutcomeRow, ReceiptRow
@@ -209,6 +214,59 @@ async def test_an_update_reads_only_the_rows_written_since_the_last(tmp_path: Pa
     # Then the update read that job's rows only (its receipt and its transitions)
     assert read == 1 + 4 and book.receipts_read == watermark + 1
     assert book.earnings(2e9).verified == Money(D("3.5"), 301)
+
+
+async def test_the_keeper_reads_through_one_connection_kept_for_its_life(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the engine's keeper over a journal that grows between reads
+    path = tmp_path / "journal.sqlite3"
+    journal = await Journal.open(path)
+    opened: list[sqlite3.Connection] = []
+    connect = ledger.connect_readonly
+
+    def counting(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(ledger, "connect_readonly", counting)
+    keeper = EarningsKeeper(path)
+    try:
+        for i in range(5):
+            await _job(journal, f"j{i}", "gpu:0/0", {"type": "inference", "model": "m"})
+            await _receipt(journal, f"j{i}", 0.25)
+            await journal.record_payments([(f"j{i}", "0.25", "paid")])
+            earnings = await asyncio.to_thread(keeper.read_journal, 2e9 + 100 * i)
+        # Then five reads, from pool threads, went through one connection, and add up
+        assert len(opened) == 1
+        assert earnings == _full(path, 2e9 + 400)
+        assert earnings.verified == earnings.paid == Money(D("1.25"), 5)
+        # And a read that fails gives the connection up; the next opens a fresh one
+        monkeypatch.setattr(keeper.book, "read_new", _unreadable)
+        with pytest.raises(sqlite3.OperationalError):
+            keeper.read_journal(2e9 + 500)
+        monkeypatch.undo()
+        assert keeper._conn is None
+        keeper.read_journal(2e9 + 600)
+        assert keeper._conn is not None and keeper._conn is not opened[0]
+    finally:
+        keeper.close()
+        await journal.close()
+
+
+def _unreadable(conn: sqlite3.Connection) -> int:
+    raise sqlite3.OperationalError("database disk image is malformed")
+
+
+def test_remembered_receipts_keep_only_what_the_sums_read() -> None:
+    # Given receipts whose group names arrive as separate strings (as rows from SQLite do)
+    book = Book()
+    for i in range(3):
+        book.add_receipt(row(f"r{i}", T0 + i, "0.5", model="".join(["llama", "3.2"]),
+                             gpu="".join(["gpu:", "0"])))
+    first, *rest = book._remembered.values()
+    # Then each remembered receipt shares one copy of each name, and holds no whole row
+    assert all(r.model is first.model and r.gpu is first.gpu for r in rest)
+    assert not any(isinstance(getattr(first, f), ReceiptRow) for f in first.__slots__)
 
 
 def test_memory_is_bounded_under_hostile_model_names_and_a_long_run() -> None:
