@@ -113,7 +113,7 @@ async def in_process_demo(watch: Callable[[], Awaitable[None]]) -> None:
     from aitbc_miner.host.cli import Console, _log_to_file
     from aitbc_miner.host.demo import run_demo
 
-    allocator.use_one_arena()
+    allocator.tune()
     demo = asyncio.create_task(run_demo(ui=Console(None), log_to=_log_to_file))
     try:
         await watch()

@@ -10,7 +10,16 @@ first 30 minutes with one arena per thread; after 11 minutes it was 8.3 MiB with
 against 13.4 MiB.
 
 Python threads take turns under the GIL, so one arena costs the miner no parallelism.
-An operator's own ``MALLOC_ARENA_MAX`` is left as it is.
+
+glibc also raises its mmap threshold each time a block it mapped is freed: after the
+console frees one large buffer (a full screen of escape codes, a batch of rows), blocks
+of that size come from the heap instead, and a heap gives memory back only from its top.
+Each such buffer then leaves a hole wherever a longer-lived block was placed after it;
+the demo held four free 256 KiB holes after 11 minutes, more as it ran. The threshold is
+kept at glibc's starting 128 KiB, so large buffers are always mapped and unmapped whole.
+That costs a system call for each, a few per frame at most.
+
+An operator's own ``MALLOC_ARENA_MAX`` or ``MALLOC_MMAP_THRESHOLD_`` is left as it is.
 """
 
 from __future__ import annotations
@@ -19,15 +28,32 @@ import contextlib
 import ctypes
 import os
 
-M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
+M_ARENA_MAX = -8  # mallopt's parameter numbers, from glibc's malloc.h
+M_MMAP_THRESHOLD = -3
 ARENAS = 1
+MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's own starting value, kept from moving
+
+
+def tune() -> None:
+    """Both settings below; call first thing, before any thread starts."""
+    use_one_arena()
+    keep_mmap_threshold()
 
 
 def use_one_arena() -> bool:
-    """Ask glibc for one malloc arena for all threads; call before any thread starts.
-    Returns whether the limit is now in force (False on another C library, or when the
-    operator set ``MALLOC_ARENA_MAX``)."""
-    if "MALLOC_ARENA_MAX" in os.environ or not is_glibc():
+    """Ask glibc for one malloc arena for all threads. Returns whether the limit is now in
+    force (False on another C library, or when the operator set ``MALLOC_ARENA_MAX``)."""
+    return _mallopt("MALLOC_ARENA_MAX", M_ARENA_MAX, ARENAS)
+
+
+def keep_mmap_threshold() -> bool:
+    """Map every block of ``MMAP_THRESHOLD`` bytes or more, however large the blocks freed
+    before it (False on another C library, or when the operator set the threshold)."""
+    return _mallopt("MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
+def _mallopt(variable: str, parameter: int, value: int) -> bool:
+    if variable in os.environ or not is_glibc():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -35,7 +61,7 @@ def use_one_arena() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, ARENAS))
+    return bool(mallopt(parameter, value))
 
 
 def is_glibc() -> bool:

@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    allocator.use_one_arena()  # before any thread starts (see the module)
+    allocator.tune()  # before any thread starts (see the module)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["devnet"]:
         from ..devnet.cli import main as devnet_main
