@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,7 +45,10 @@ class EarningsKeeper:
     It keeps one read-only connection, with a small page cache, for as long as it lives.
     Opening one for each read (once a second while receipts arrive) made SQLite parse the
     schema and allocate and free its page cache every time, from the worker thread; over
-    an hour, that churn left malloc holding megabytes of free memory in small pieces."""
+    an hour, that churn left malloc holding megabytes of free memory in small pieces.
+
+    ``close`` never closes the connection under a read still running in its thread (a
+    cancelled ``to_thread`` call runs on): that read closes it as it ends."""
 
     def __init__(self, journal_path: Path) -> None:
         self.journal_path = journal_path
@@ -52,22 +56,39 @@ class EarningsKeeper:
         self.paid = Money()
         self._paid_at: float | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reading = threading.Lock()
+        self._closed = False
 
     def read_journal(self, now: float) -> Earnings:
         """Add the rows written since the last call; the earnings as of ``now``."""
-        if self._conn is None:
-            self._conn = ledger.connect_readonly(self.journal_path, cache_kib=READ_CACHE_KIB,
-                                                 any_thread=True)
-        try:
-            self.book.read_new(self._conn)
-            if self._paid_at is None or now - self._paid_at >= PAID_EVERY_S:
-                self.paid, self._paid_at = ledger.paid(self._conn), now
-        except sqlite3.Error:
-            self.close()  # the next read starts on a fresh connection
-            raise
-        return self.book.earnings(now, self.paid)
+        with self._reading:
+            if self._closed:
+                raise RuntimeError("the earnings keeper is closed")
+            if self._conn is None:
+                self._conn = ledger.connect_readonly(
+                    self.journal_path, cache_kib=READ_CACHE_KIB, any_thread=True)
+            try:
+                self.book.read_new(self._conn)
+                if self._paid_at is None or now - self._paid_at >= PAID_EVERY_S:
+                    self.paid, self._paid_at = ledger.paid(self._conn), now
+            except sqlite3.Error:
+                self._drop()  # the next read starts on a fresh connection
+                raise
+            earnings = self.book.earnings(now, self.paid)
+        if self._closed:  # closed while this read ran: the read closes it
+            self.close()
+        return earnings
 
     def close(self) -> None:
+        """Close now, or, while a read runs, as that read ends; never waits."""
+        self._closed = True
+        if self._reading.acquire(blocking=False):
+            try:
+                self._drop()
+            finally:
+                self._reading.release()
+
+    def _drop(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None

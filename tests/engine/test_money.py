@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -249,6 +250,42 @@ async def test_the_keeper_reads_through_one_connection_kept_for_its_life(
         keeper.read_journal(2e9 + 600)
         assert keeper._conn is not None and keeper._conn is not opened[0]
     finally:
+        keeper.close()
+        await journal.close()
+
+
+async def test_closing_the_keeper_waits_for_the_read_in_flight(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a keeper whose read is running in a pool thread (the engine stopping cancels the
+    # awaiting task, but the thread runs on)
+    path = tmp_path / "journal.sqlite3"
+    journal = await Journal.open(path)
+    await _job(journal, "j1", "gpu:0/0", {"type": "inference", "model": "m"})
+    await _receipt(journal, "j1", 0.25)
+    keeper = EarningsKeeper(path)
+    inside, go_on = threading.Event(), threading.Event()
+    read_new = keeper.book.read_new
+
+    def slow_read(conn: sqlite3.Connection) -> int:
+        inside.set()
+        go_on.wait(10)
+        return read_new(conn)  # uses the connection after close() was called
+
+    monkeypatch.setattr(keeper.book, "read_new", slow_read)
+    try:
+        reading = asyncio.ensure_future(asyncio.to_thread(keeper.read_journal, 2e9))
+        assert await asyncio.to_thread(inside.wait, 10)
+        # When the keeper is closed meanwhile
+        keeper.close()
+        go_on.set()
+        earnings = await reading
+        # Then the read finished on its connection, and closed it as it ended
+        assert earnings.verified == Money(D("0.25"), 1)
+        assert keeper._conn is None
+        with pytest.raises(RuntimeError):
+            keeper.read_journal(2e9)
+    finally:
+        go_on.set()
         keeper.close()
         await journal.close()
 
