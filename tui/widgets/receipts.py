@@ -33,7 +33,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from aitbc_miner.engine.receipt_window import ReceiptWindow
+from aitbc_miner.engine import ReceiptWindow
 from aitbc_miner.engine.snapshot import ReceiptView, Snapshot
 
 from .. import fmt
