@@ -96,6 +96,16 @@ CREATE TABLE IF NOT EXISTS receipts (
     body        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS receipts_job ON receipts(job_id);
+CREATE TABLE IF NOT EXISTS replaced_receipts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    rowid_was   INTEGER NOT NULL,
+    receipt_id  TEXT NOT NULL,
+    job_id      TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    price       REAL,
+    counted     INTEGER NOT NULL,
+    duplicate   INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS fleet_jobs (
     job_id       TEXT PRIMARY KEY,
     claimed_by   TEXT,
@@ -343,23 +353,46 @@ class Journal:
         units, price = _number(receipt.get("units")), _number(receipt.get("price"))
         unit_type = receipt.get("unit_type")
         unit_type = scrub(unit_type) if isinstance(unit_type, str) else None
-        async with self._tx:  # the duplicate check and the insert are one decision
-            async with self._db.execute(
-                "SELECT COUNT(*) FROM receipts WHERE job_id=? AND receipt_id<>?",
-                (job_id, receipt_id),
-            ) as cur:
-                (earlier,) = await cur.fetchone() or (0,)
-            duplicate = earlier > 0 or resent
-            counted = counted and earlier == 0
-            await self._db.execute(
-                "INSERT OR REPLACE INTO receipts(receipt_id, job_id, received_at, units, unit_type,"
-                " price, verdict, reason, key_id, counted, duplicate, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _bindable((receipt_id, job_id, now, units, unit_type, price, verdict,
-                           reason, key_id, int(counted), int(duplicate), _dump(receipt))),
-            )
+        row = (receipt_id, job_id, now, units, unit_type, price, verdict, reason, key_id)
+        # The duplicate check, the record of a replaced row and the insert are one decision,
+        # in one transaction that a cancelled caller cannot cut short (see ``_write``).
+        duplicate, counted = await asyncio.shield(
+            self._store_receipt(row, _dump(receipt), counted, resent))
         return ReceiptRecord(receipt_id, job_id, now, units, price, verdict, scrub(reason),
                              counted, duplicate, unit_type)
+
+    async def _store_receipt(self, row: tuple[Any, ...], body: str, counted: bool,
+                             resent: bool) -> tuple[bool, bool]:
+        receipt_id, job_id = _bindable(row[:2])
+        async with self._tx:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                async with self._db.execute(
+                    "SELECT COUNT(*) FROM receipts WHERE job_id=? AND receipt_id<>?",
+                    (job_id, receipt_id),
+                ) as cur:
+                    (earlier,) = await cur.fetchone() or (0,)
+                duplicate = earlier > 0 or resent
+                counted = counted and earlier == 0
+                # A receipt stored again under its id replaces the row: the ledger reads
+                # what the old row said from here, to take it back out of its sums.
+                await self._db.execute(
+                    "INSERT INTO replaced_receipts(rowid_was, receipt_id, job_id, received_at,"
+                    " price, counted, duplicate) SELECT rowid, receipt_id, job_id, received_at,"
+                    " price, counted, duplicate FROM receipts WHERE receipt_id=?",
+                    (receipt_id,),
+                )
+                await self._db.execute(
+                    "INSERT OR REPLACE INTO receipts(receipt_id, job_id, received_at, units,"
+                    " unit_type, price, verdict, reason, key_id, counted, duplicate, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _bindable((*row, int(counted), int(duplicate), body)),
+                )
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+        return duplicate, counted
 
     async def record_payments(self, entries: Iterable[tuple[str, str, str | None]]) -> None:
         """What the coordinator says it owes or paid per job: (job_id, amount, status)."""

@@ -11,9 +11,10 @@ A :class:`Book` adds rows up **incrementally**: it remembers the last ``receipts
 and the last ``transitions`` id it read, so each update reads only the rows written
 since (``O(new jobs)``), and its memory is bounded: per-minute buckets for the last 24
 hours, one total per UTC day, at most ``MAX_GROUPS`` models, GPUs, job types and error
-codes each (more go under ``(other)``), and the last ``REMEMBERED_RECEIPTS`` receipt ids
-(a receipt stored again under the same id replaces the earlier row; the book takes the
-earlier one back out). :func:`summarize` is the full recompute: a fresh book fed every
+codes each (more go under ``(other)``). A receipt stored again under the same id replaces
+the earlier row; the journal keeps what the replaced row said (``replaced_receipts``), and
+the book takes it back out if it had added it, so the book remembers no receipts.
+:func:`summarize` is the full recompute: a fresh book fed every
 row, which is what ``aitbc-miner earnings`` prints. Amounts are exact decimals
 (``aitbc_miner.money``).
 
@@ -32,7 +33,6 @@ import json
 import sqlite3
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,7 +48,6 @@ DAY_MINUTES = 24 * 60
 NOW_MINUTES = 10  # "AITBC per hour now": the current minute and the 9 before it
 HOUR_MINUTES = 60
 MAX_GROUPS = 256
-REMEMBERED_RECEIPTS = 4096
 READ_BATCH = 5000
 OTHER = "(other)"
 OUTCOMES = frozenset({"completed", "failed", "canceled", "interrupted"})
@@ -122,18 +121,16 @@ class _Minute:
     failed: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class _Counted:
-    """What one stored receipt added, kept to take it back out if it is replaced: only
-    what the sums read, with group names shared (a book remembers thousands of these)."""
+# What a receipt's job says about it, after its own columns (see ``_receipt_row``).
+_GROUPS = "j.job_type, j.slot, json_extract(j.payload, '$.model')"
 
-    received_at: float
-    price: Decimal
-    counted: bool
-    duplicate: bool
-    model: str
-    gpu: str
-    job_type: str
+
+def _receipt_row(receipt_id: object, at: float, price: object, counted: object,
+                 duplicate: object, job_type: str | None, slot: str | None,
+                 model: object) -> ReceiptRow:
+    name = model if isinstance(model, str) and model else (job_type or "-")
+    return ReceiptRow(str(receipt_id), float(at), amount_of(price) or ZERO, bool(counted),
+                      bool(duplicate), name, gpu_of(slot), job_type or "-")
 
 
 def gpu_of(slot: str | None) -> str:
@@ -155,6 +152,7 @@ class Book:
     def __init__(self) -> None:
         self.receipts_read = 0  # rowid watermark
         self.transitions_read = 0  # id watermark
+        self.replaced_read = 0  # id watermark
         self.issued = _Tally()
         self.verified = _Tally()
         self.flagged = _Tally()
@@ -165,29 +163,60 @@ class Book:
         self.failures: dict[str, int] = {}
         self.minutes: dict[int, _Minute] = {}
         self._latest_minute = 0
-        self._remembered: OrderedDict[str, _Counted] = OrderedDict()
 
     # --- reading the journal ------------------------------------------------------
 
     def read_new(self, conn: sqlite3.Connection) -> int:
-        """Add the rows written since the last read; returns how many were read."""
+        """Add the rows written since the last read; returns how many were read.
+
+        One read transaction, so the replaced rows and the receipts agree: a replaced row
+        is taken back out only if the book had added it, that is if its rowid is at or
+        below the watermark of the reads before this one (rowids only grow).
+        """
+        conn.execute("BEGIN")
+        try:
+            return self._read_replaced(conn) + self._read_receipts(conn) + self._read_steps(conn)
+        finally:
+            conn.rollback()
+
+    def _read_replaced(self, conn: sqlite3.Connection) -> int:
+        if self.replaced_read < 0:  # a journal from before replaced rows were kept
+            return 0
+        try:
+            rows = conn.execute(
+                "SELECT r.id, r.rowid_was, r.receipt_id, r.received_at, r.price, r.counted,"
+                f" r.duplicate, {_GROUPS} FROM replaced_receipts r"
+                " LEFT JOIN jobs j ON j.job_id = r.job_id WHERE r.id > ? ORDER BY r.id",
+                (self.replaced_read,)).fetchall()
+        except sqlite3.OperationalError:
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'replaced_receipts'"
+                            ).fetchone():
+                raise
+            self.replaced_read = -1
+            return 0
+        for replaced_id, rowid_was, *row in rows:
+            self.replaced_read = replaced_id
+            if rowid_was <= self.receipts_read:
+                self.take_back(_receipt_row(*row))
+        return len(rows)
+
+    def _read_receipts(self, conn: sqlite3.Connection) -> int:
         n = 0
         while True:
             rows = conn.execute(
                 "SELECT r.rowid, r.receipt_id, r.received_at, r.price, r.counted, r.duplicate,"
-                " j.job_type, j.slot, json_extract(j.payload, '$.model')"
-                " FROM receipts r LEFT JOIN jobs j ON j.job_id = r.job_id"
+                f" {_GROUPS} FROM receipts r LEFT JOIN jobs j ON j.job_id = r.job_id"
                 " WHERE r.rowid > ? ORDER BY r.rowid LIMIT ?",
                 (self.receipts_read, READ_BATCH)).fetchall()
-            for rowid, rid, at, price, counted, dup, job_type, slot, model in rows:
+            for rowid, *row in rows:
                 self.receipts_read = rowid
-                name = model if isinstance(model, str) and model else (job_type or "-")
-                self.add_receipt(ReceiptRow(str(rid), float(at), amount_of(price) or ZERO,
-                                            bool(counted), bool(dup), name, gpu_of(slot),
-                                            job_type or "-"))
+                self.add_receipt(_receipt_row(*row))
             n += len(rows)
             if len(rows) < READ_BATCH:
-                break
+                return n
+
+    def _read_steps(self, conn: sqlite3.Connection) -> int:
+        n = 0
         while True:
             steps = conn.execute(
                 "SELECT id, at, state, detail FROM transitions WHERE id > ? ORDER BY id LIMIT ?",
@@ -200,24 +229,18 @@ class Book:
                                                 words[1] if len(words) > 1 else None))
             n += len(steps)
             if len(steps) < READ_BATCH:
-                break
-        return n
+                return n
 
     # --- adding rows ----------------------------------------------------------------
 
     def add_receipt(self, row: ReceiptRow) -> None:
-        earlier = self._remembered.pop(row.receipt_id, None)
-        if earlier is not None:  # stored again under the same id: the old row is gone
-            self._apply(earlier, -1)
-        counted = _Counted(row.received_at, row.price, row.counted, row.duplicate,
-                           _key(self.by_model, row.model), _key(self.by_gpu, row.gpu),
-                           _key(self.by_type, row.job_type))
-        self._apply(counted, 1)
-        self._remembered[row.receipt_id] = counted
-        if len(self._remembered) > REMEMBERED_RECEIPTS:
-            self._remembered.popitem(last=False)
+        self._apply(row, 1)
 
-    def _apply(self, row: _Counted, sign: int) -> None:
+    def take_back(self, row: ReceiptRow) -> None:
+        """Take out a receipt added earlier (its row was replaced in the journal)."""
+        self._apply(row, -1)
+
+    def _apply(self, row: ReceiptRow, sign: int) -> None:
         amount = row.price if sign > 0 else -row.price
         if not row.duplicate or row.counted:
             self.issued.add(amount, sign)
@@ -229,16 +252,17 @@ class Book:
         if (tally := self.by_day.get(day)) is None:
             tally = self.by_day[day] = _Tally()
         tally.add(amount, sign)
-        for groups, key in ((self.by_model, row.model), (self.by_gpu, row.gpu),
-                            (self.by_type, row.job_type)):
+        model, gpu = _key(self.by_model, row.model), _key(self.by_gpu, row.gpu)
+        for groups, key in ((self.by_model, model), (self.by_gpu, gpu),
+                            (self.by_type, _key(self.by_type, row.job_type))):
             if (tally := groups.get(key)) is None:
                 tally = groups[key] = _Tally()
             tally.add(amount, sign)
         minute = self._minute(row.received_at)
         if minute is not None:
             minute.earned.add(amount, sign)
-            minute.by_model[row.model] = minute.by_model.get(row.model, ZERO) + amount
-            minute.by_gpu[row.gpu] = minute.by_gpu.get(row.gpu, ZERO) + amount
+            minute.by_model[model] = minute.by_model.get(model, ZERO) + amount
+            minute.by_gpu[gpu] = minute.by_gpu.get(gpu, ZERO) + amount
 
     def add_outcome(self, row: OutcomeRow) -> None:
         minute = self._minute(row.at)
@@ -337,7 +361,7 @@ class Book:
 
 def _key(groups: dict[str, _Tally] | dict[str, int], key: str) -> str:
     """``key``, or ``(other)`` once ``MAX_GROUPS`` keys are taken (hostile model names);
-    interned, so the receipts a book remembers share their groups' names."""
+    interned, so the minute buckets share their groups' names."""
     return sys.intern(key) if key in groups or len(groups) < MAX_GROUPS else OTHER
 
 

@@ -294,16 +294,37 @@ def _unreadable(conn: sqlite3.Connection) -> int:
     raise sqlite3.OperationalError("database disk image is malformed")
 
 
-def test_remembered_receipts_keep_only_what_the_sums_read() -> None:
-    # Given receipts whose group names arrive as separate strings (as rows from SQLite do)
+async def test_a_receipt_replaced_after_thousands_more_is_taken_back_out_once(
+        tmp_path: Path) -> None:
+    # Given a book that has read a receipt, then 5,000 more receipts written after it
+    path = tmp_path / "journal.sqlite3"
+    journal = await Journal.open(path)
     book = Book()
-    for i in range(3):
-        book.add_receipt(row(f"r{i}", T0 + i, "0.5", model="".join(["llama", "3.2"]),
-                             gpu="".join(["gpu:", "0"])))
-    first, *rest = book._remembered.values()
-    # Then each remembered receipt shares one copy of each name, and holds no whole row
-    assert all(r.model is first.model and r.gpu is first.gpu for r in rest)
-    assert not any(isinstance(getattr(first, f), ReceiptRow) for f in first.__slots__)
+    try:
+        await _job(journal, "early", "gpu:0/0", {"type": "inference", "model": "m"})
+        await _receipt(journal, "early", 0.5)
+        _read(path, book, 2e9)
+        with sqlite3.connect(path) as conn:
+            conn.executemany(
+                "INSERT INTO receipts(receipt_id, job_id, received_at, price, verdict, counted,"
+                " duplicate, body) VALUES (?, ?, ?, 0.001, 'valid_pinned', 1, 0, '{}')",
+                ((f"bulk-{i}", f"bulk-{i}", 2e9 - 60 + i / 1000) for i in range(5000)))
+        _read(path, book, 2e9)
+        # When the early receipt is stored again, and a new one is stored twice between reads
+        await _receipt(journal, "early", 0.5)
+        await _job(journal, "late", "gpu:1", {"type": "inference", "model": "m"})
+        await _receipt(journal, "late", 0.25)
+        await _receipt(journal, "late", 0.25)
+        _read(path, book, 2e9)
+        # And the newest row, already read, is stored again (its rowid was the largest)
+        await _receipt(journal, "late", 0.25)
+        incremental = _read(path, book, 2e9)
+    finally:
+        await journal.close()
+    # Then each counts once, as in the full recompute, and the book holds no receipts
+    assert incremental == _full(path, 2e9)
+    assert incremental.verified == Money(D("5.75"), 5002)
+    assert dict(incremental.by_gpu)["gpu:0"] == Money(D("0.5"), 1)
 
 
 def test_memory_is_bounded_under_hostile_model_names_and_a_long_run() -> None:
@@ -317,7 +338,6 @@ def test_memory_is_bounded_under_hostile_model_names_and_a_long_run() -> None:
     assert len(book.by_model) == ledger.MAX_GROUPS + 1
     assert dict(e.by_model)[ledger.OTHER].jobs == n - ledger.MAX_GROUPS
     assert len(book.minutes) <= ledger.DAY_MINUTES + ledger.HOUR_MINUTES + 1
-    assert len(book._remembered) == ledger.REMEMBERED_RECEIPTS
     assert e.verified == Money(D("5.000"), n)
 
 
