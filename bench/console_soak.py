@@ -69,17 +69,12 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
-        "fordblks", "keepcost")]
-
-
 def where_memory_is(started: float) -> dict[str, float]:
     """Inside the process (glibc): its memory by owner, in MiB."""
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = MallInfo2
-    info = libc.mallinfo2()
+    from aitbc_miner.host import allocator
+
+    info = allocator.heap()
+    assert info is not None, "--split reads glibc's malloc"
     sqlite = ctypes.CDLL("libsqlite3.so.0")
     sqlite.sqlite3_memory_used.restype = ctypes.c_int64
     with tempfile.TemporaryFile("w+") as stats:  # Python's allocator reports on C stderr

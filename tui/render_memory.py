@@ -27,14 +27,27 @@ Rich's ``Segment.split_cells`` caches its slow path (a line holding a character 
 ``…`` or ``●``) by the segment, so each log line cut to the panel's width stayed in the
 cache with both halves, about 1.1 KB each: 3,300 more an hour in the demo (3.6 MiB an hour,
 for five hours). The same function is cached here with room for a few screens.
+
+**Every style with a meta left a 4 KB hole in malloc's heap.** Rich and Textual keep a
+style's ``meta`` (a click's action, a cell's row and column) pickled. ``pickle.dumps``
+writes into a new 4 KB buffer, then shrinks it in place to the answer. So the answer, about
+100 bytes, holds the start of a 4 KB block, and malloc keeps the rest free but too small
+for the next 4 KB buffer. Each style kept in a cache held such a hole: in the demo, the
+free memory malloc held went from 2.1 to 3.1 MiB between minutes 2 and 6, nearly all of it
+4 KB pieces. Here the answer is copied into an object of its own size (Python's allocator
+for small objects), and the 4 KB buffer is freed whole, for the next one to reuse: 0.75 to
+0.78 MiB in the same minutes.
 """
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
+import rich.style
+import textual.style
 from rich.color import Color, ColorSystem
 from rich.segment import Segment
 from rich.style import Style
@@ -78,11 +91,19 @@ def _render_ansi_by_look(cls: type[Strip], style: Style, color_system: ColorSyst
     return ansi
 
 
+def _meta_dumps(meta: object) -> bytes:
+    """``pickle.dumps``, its answer in a block of its own size (see the module)."""
+    return bytes(memoryview(pickle.dumps(meta)))
+
+
 def apply() -> None:
-    """Patch ``Strip`` and ``Segment`` once per process (idempotent)."""
+    """Patch ``Strip``, ``Segment`` and the styles' pickling once per process
+    (idempotent)."""
     patched: Any = Strip
     patched.divide = _divide_uncached_whole
     patched.crop_extend = _crop_extend_uncached_whole
     patched.render_ansi = classmethod(_render_ansi_by_look)
     segment: Any = Segment
     segment._split_cells = classmethod(_split_cells)
+    for styles in (rich.style, textual.style):
+        styles.dumps = _meta_dumps  # type: ignore[attr-defined]

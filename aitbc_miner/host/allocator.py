@@ -64,6 +64,28 @@ def _mallopt(variable: str, parameter: int, value: int) -> bool:
     return bool(mallopt(parameter, value))
 
 
+class MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2``: ``uordblks`` in use, ``fordblks`` free but held,
+    ``hblkhd`` in mapped blocks (bytes)."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def heap() -> MallInfo2 | None:
+    """What malloc holds now (glibc 2.33 and later), else None."""
+    if not is_glibc():
+        return None
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = MallInfo2
+    info: MallInfo2 = mallinfo2()
+    return info
+
+
 def is_glibc() -> bool:
     with contextlib.suppress(ValueError, OSError):
         return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")

@@ -14,13 +14,16 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 from textual.pilot import Pilot
 from textual.strip import Strip
+from textual.style import Style as TextualStyle
 from textual.widget import Widget
 
+from aitbc_miner.host import allocator
 from bench.console_bench import next_snapshot
 from tui import render_memory
 from tui.app import MinerConsole
@@ -133,3 +136,26 @@ def test_cutting_a_line_keeps_no_copy_of_it() -> None:
     gc.collect()
     kept = [o for o in gc.get_objects() if type(o) is Segment and "probed" in o.text]
     assert len(kept) <= 2 * render_memory.SPLIT_CACHE_SIZE, f"{len(kept)} cut lines kept"
+
+
+@pytest.mark.skipif(allocator.heap() is None, reason="reads glibc's malloc")
+def test_a_kept_styles_meta_leaves_no_hole_in_mallocs_heap() -> None:
+    """Rich and Textual pickle a style's meta, and ``pickle.dumps`` shrinks a 4 KB buffer
+    in place to its answer. Given free 4 KB pieces between live blocks (as a long run leaves
+    them), each kept style took one and left a piece too small for the next 4 KB buffer, so
+    the heap grew by 4 KB a style (7.9 MiB here). Once the console exists, it does not."""
+    console(FakeEngine(sample_snapshot("idle")))
+    n = 2000
+    pieces = [(bytes(4096), bytes(1024)) for _ in range(n)]
+    guards = [guard for _, guard in pieces]
+    del pieces
+    before = allocator.heap()
+    kept = [(Style(meta={"@click": f"app.show_job('j{i}')", "row": i}),
+             TextualStyle.from_meta({"offset": (i, 0)})) for i in range(n)]
+    buffers = [bytes(4096) for _ in range(n)]  # would fit the pieces, if still whole
+    after = allocator.heap()
+    assert before is not None and after is not None
+    grew = after.arena - before.arena
+    assert all(style.meta["row"] == i for i, (style, _) in enumerate(kept))
+    assert len(guards) == len(buffers) == n
+    assert grew < 1024 * 1024, f"the heap grew {grew / 2**20:.1f} MiB for {n} kept styles"
