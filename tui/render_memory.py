@@ -37,6 +37,11 @@ free memory malloc held went from 2.1 to 3.1 MiB between minutes 2 and 6, nearly
 4 KB pieces. Here the answer is copied into an object of its own size (Python's allocator
 for small objects), and the 4 KB buffer is freed whole, for the next one to reuse: 0.75 to
 0.78 MiB in the same minutes.
+
+**Every point tested against a region was kept, up to 4,096 of them.** ``Region.__contains__``
+is an LRU cache keyed by the region and the point, so each new pair (a scrolled log, a
+moved cursor) stayed: 1,392 at minute 2 of the demo, 2,710 at minute 6. Testing a point is
+four comparisons, cheaper than the cache's own lookup, so it is answered uncached here.
 """
 
 from __future__ import annotations
@@ -51,11 +56,13 @@ import textual.style
 from rich.color import Color, ColorSystem
 from rich.segment import Segment
 from rich.style import Style
+from textual.geometry import Region
 from textual.strip import Strip
 
 _divide = Strip.divide
 _crop_extend = Strip.crop_extend
 _render_ansi = Strip.__dict__["render_ansi"].__func__.__wrapped__  # Textual's, uncached
+_region_contains = getattr(Region.__contains__, "__wrapped__", Region.__contains__)
 
 ANSI_CACHE_SIZE = 1024  # distinct colour/attribute combinations; a theme uses dozens
 _ansi: dict[tuple[Color | None, Color | None, int, ColorSystem], str] = {}
@@ -105,5 +112,7 @@ def apply() -> None:
     patched.render_ansi = classmethod(_render_ansi_by_look)
     segment: Any = Segment
     segment._split_cells = classmethod(_split_cells)
+    region: Any = Region
+    region.__contains__ = _region_contains  # Textual's, uncached
     for styles in (rich.style, textual.style):
         styles.dumps = _meta_dumps  # type: ignore[attr-defined]

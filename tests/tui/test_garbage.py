@@ -18,6 +18,7 @@ import pytest
 from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
+from textual.geometry import Offset, Region
 from textual.pilot import Pilot
 from textual.strip import Strip
 from textual.style import Style as TextualStyle
@@ -159,3 +160,17 @@ def test_a_kept_styles_meta_leaves_no_hole_in_mallocs_heap() -> None:
     assert all(style.meta["row"] == i for i, (style, _) in enumerate(kept))
     assert len(guards) == len(buffers) == n
     assert grew < 1024 * 1024, f"the heap grew {grew / 2**20:.1f} MiB for {n} kept styles"
+
+
+def test_testing_points_against_regions_keeps_none_of_them() -> None:
+    """Textual cached each (region, point) it tested, up to 4,096 pairs; the console keeps
+    none, and the answers are Textual's."""
+    console(FakeEngine(sample_snapshot("idle")))
+    for n in range(5000):
+        region = Region(n, 987_654, 2, 1)
+        assert Offset(n + 1, 987_654) in region and Offset(n + 2, 987_654) not in region
+        assert "not a point" not in region
+    del region
+    gc.collect()
+    kept = [o for o in gc.get_objects() if type(o) is Region and o.y == 987_654]
+    assert not kept, f"{len(kept)} tested regions kept"
