@@ -3,6 +3,7 @@ shared between snapshots instead of copied into each."""
 
 from __future__ import annotations
 
+import hashlib
 import tracemalloc
 from collections import deque
 from decimal import Decimal
@@ -16,11 +17,16 @@ from tui.fake import receipts, sample_snapshot
 
 
 def receipt(n: int) -> ReceiptView:
-    return ReceiptView(receipt_id=f"{n:032x}", job_id=f"{n * 7919:032x}",
+    """Ids as random as the coordinator's (hex of 16 random bytes), but the same each run."""
+    return ReceiptView(receipt_id=_hex(f"r{n}"), job_id=_hex(f"j{n}"),
                        received_at=1_790_000_000.0 + n / 7, units=None if n % 5 == 0 else n / 3,
                        unit_type="gpu_seconds", price=None if n % 9 == 0 else Decimal(n) / 10_000,
                        verdict="valid_pinned", reason="" if n % 4 else "why\u2028\udcff",
                        counted=n % 3 != 0, duplicate=n % 11 == 0)
+
+
+def _hex(seed: str) -> str:
+    return hashlib.blake2b(seed.encode(), digest_size=16).hexdigest()
 
 
 @pytest.mark.parametrize("limit", [1, 5, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 7, 1000])
@@ -68,10 +74,11 @@ def allocated(make: object) -> int:
         tracemalloc.stop()
 
 
-def test_ten_thousand_receipts_take_a_third_of_what_they_took_as_views() -> None:
+def test_ten_thousand_receipts_take_a_sixth_of_what_they_took_as_views() -> None:
+    """0.67 MB against 4.2 MB (packed without compression: 1.2 MB)."""
     as_views = allocated(lambda: deque((receipt(n) for n in range(10_000)), maxlen=10_000))
     as_window = allocated(lambda: ReceiptWindow(10_000).extend(receipt(n) for n in range(10_000)))
-    assert as_window * 3 < as_views, (as_window, as_views)
+    assert as_window * 6 < as_views, (as_window, as_views)
 
 
 def test_a_new_receipt_shares_the_window_instead_of_copying_it() -> None:
