@@ -443,16 +443,33 @@ class Journal:
     async def jobs(self, where: str = "1=1", params: tuple[Any, ...] = ()) -> list[JobRecord]:
         return await self._select(where, params)
 
-    async def receipts(self, job_id: str | None = None) -> list[ReceiptRecord]:
+    async def receipts(self, job_id: str | None = None, *, newest: int | None = None
+                       ) -> list[ReceiptRecord]:
+        """Receipts, oldest first; ``newest``: only the last so many, read as such (the
+        engine's start reads a page, not the whole journal)."""
         sql = ("SELECT receipt_id, job_id, received_at, units, price, verdict, reason, counted,"
                " duplicate, unit_type FROM receipts")
         params: tuple[Any, ...] = ()
         if job_id is not None:
             sql, params = sql + " WHERE job_id=?", (job_id,)
-        async with self._db.execute(sql + " ORDER BY received_at", params) as cur:
-            rows = await cur.fetchall()
+        if newest is None:
+            sql += " ORDER BY received_at, rowid"
+        else:
+            sql, params = sql + " ORDER BY received_at DESC, rowid DESC LIMIT ?", (*params, newest)
+        async with self._db.execute(sql, params) as cur:
+            rows = list(await cur.fetchall())
+        if newest is not None:
+            rows.reverse()
         return [ReceiptRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), bool(r[8]),
                               r[9]) for r in rows]
+
+    async def receipt_counts(self) -> tuple[int, int]:
+        """How many receipts the journal holds, and how many of them are not counted."""
+        async with self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(counted = 0), 0) FROM receipts"
+        ) as cur:
+            row = await cur.fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     async def receipt_body(self, receipt_id: str) -> dict[str, Any] | None:
         async with self._db.execute(

@@ -202,6 +202,20 @@ async def test_storing_the_same_receipt_twice_is_not_a_duplicate(journal: Journa
     assert [(r.receipt_id, r.counted) for r in await journal.receipts()] == [("r1", True)]
 
 
+async def test_the_newest_receipts_and_the_counts_are_read_without_the_rest(
+    journal: Journal,
+) -> None:
+    # Given five receipts, two of them not counted
+    for n in range(5):
+        await journal.store_receipt(f"j{n}", _receipt(f"r{n}"), verdict="valid_pinned",
+                                    reason="", key_id="k", counted=n % 2 == 0)
+    # Then the newest three come back oldest first, and the counts cover all five
+    newest = await journal.receipts(newest=3)
+    assert [r.receipt_id for r in newest] == ["r2", "r3", "r4"]
+    assert [r.receipt_id for r in await journal.receipts()] == [f"r{n}" for n in range(5)]
+    assert await journal.receipt_counts() == (5, 2)
+
+
 async def test_a_receipt_that_failed_verification_is_kept_but_not_counted(
     journal: Journal,
 ) -> None:

@@ -314,11 +314,10 @@ class Engine:
             delivered=counts.get("delivered", 0),
             rejected=counts.get("rejected", 0),
         )
-        receipts = await core.journal.receipts()
-        core.count(receipts=len(receipts),
-                   receipts_flagged=sum(1 for r in receipts if not r.counted))
-        core.receipts = core.receipts.extend(
-            ReceiptView.of(r) for r in receipts[-core.receipts.limit:])
+        newest = await core.journal.receipts(newest=core.receipts.limit)
+        receipts, flagged = await core.journal.receipt_counts()
+        core.receipts = core.receipts.extend(ReceiptView.of(r) for r in newest)
+        core.count(receipts=receipts, receipts_flagged=flagged)
         core.earnings_dirty.set()
         await self.outbox.load()
 

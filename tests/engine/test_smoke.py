@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from aitbc_miner.devnet import Devnet
 
 
@@ -40,3 +44,37 @@ async def _receipts(engine):
         return await journal.receipts()
     finally:
         await journal.close()
+
+
+async def test_a_restart_shows_the_newest_receipts_reading_no_more(
+        devnet: Devnet, make_engine, run_engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a journal of 30 receipts, 10 of them not counted, and a window of 20
+    from aitbc_miner.engine import core
+    from aitbc_miner.journal import Journal
+
+    monkeypatch.setattr(core, "RECENT_RECEIPTS", 20)
+    engine = make_engine(devnet.url, pinned_key=devnet.public_key_id)
+    journal = await Journal.open(engine._journal_path)
+    try:
+        for n in range(30):
+            await journal.store_receipt(f"j{n:02d}", {"receipt_id": f"r{n:02d}", "price": 0.1},
+                                        verdict="valid_pinned", reason="", key_id="k",
+                                        counted=n % 3 != 0)
+    finally:
+        await journal.close()
+    read: list[int] = []
+    receipts = Journal.receipts
+
+    async def counting(self: Journal, *args: Any, **kwargs: Any) -> Any:
+        rows = await receipts(self, *args, **kwargs)
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(Journal, "receipts", counting)
+    # When the miner starts on it
+    run_engine(engine)
+    snap = await engine.wait_until(lambda s: s.counters.receipts == 30, timeout=20)
+    # Then it shows the newest 20, newest first, counts all 30, and read only 20 rows
+    assert [r.receipt_id for r in snap.receipts] == [f"r{n:02d}" for n in range(29, 9, -1)]
+    assert snap.counters.receipts_flagged == 10
+    assert read == [20]
