@@ -156,6 +156,8 @@ class ReceiptRecord:
     duplicate: bool
     unit_type: str | None = None
     body: dict[str, Any] | None = None  # the signed receipt, when the reader asked for it
+    # set by ``store_receipt`` when a row under the same id was replaced: was that counted?
+    replaced_counted: bool | None = None
 
 
 class Journal:
@@ -356,13 +358,13 @@ class Journal:
         row = (receipt_id, job_id, now, units, unit_type, price, verdict, reason, key_id)
         # The duplicate check, the record of a replaced row and the insert are one decision,
         # in one transaction that a cancelled caller cannot cut short (see ``_write``).
-        duplicate, counted = await asyncio.shield(
+        duplicate, counted, replaced_counted = await asyncio.shield(
             self._store_receipt(row, _dump(receipt), counted, resent))
         return ReceiptRecord(receipt_id, job_id, now, units, price, verdict, scrub(reason),
-                             counted, duplicate, unit_type)
+                             counted, duplicate, unit_type, replaced_counted=replaced_counted)
 
     async def _store_receipt(self, row: tuple[Any, ...], body: str, counted: bool,
-                             resent: bool) -> tuple[bool, bool]:
+                             resent: bool) -> tuple[bool, bool, bool | None]:
         receipt_id, job_id = _bindable(row[:2])
         async with self._tx:
             await self._db.execute("BEGIN IMMEDIATE")
@@ -374,6 +376,10 @@ class Journal:
                     (earlier,) = await cur.fetchone() or (0,)
                 duplicate = earlier > 0 or resent
                 counted = counted and earlier == 0
+                async with self._db.execute(
+                    "SELECT counted FROM receipts WHERE receipt_id=?", (receipt_id,)
+                ) as cur:
+                    replaced = await cur.fetchone()
                 # A receipt stored again under its id replaces the row: the ledger reads
                 # what the old row said from here, to take it back out of its sums.
                 await self._db.execute(
@@ -392,7 +398,7 @@ class Journal:
                 await self._db.execute("ROLLBACK")
                 raise
             await self._db.execute("COMMIT")
-        return duplicate, counted
+        return duplicate, counted, None if replaced is None else bool(replaced[0])
 
     async def record_payments(self, entries: Iterable[tuple[str, str, str | None]]) -> None:
         """What the coordinator says it owes or paid per job: (job_id, amount, status)."""

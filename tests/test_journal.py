@@ -193,12 +193,13 @@ async def test_a_second_receipt_for_a_job_is_kept_but_flagged_and_not_counted(
 
 async def test_storing_the_same_receipt_twice_is_not_a_duplicate(journal: Journal) -> None:
     # Given a stored receipt, When the same receipt (same id) is stored again
-    await journal.store_receipt("j1", _receipt("r1"), verdict="valid_pinned", reason="",
-                                key_id="k", counted=True)
+    first = await journal.store_receipt("j1", _receipt("r1"), verdict="valid_pinned",
+                                        reason="", key_id="k", counted=True)
+    assert first.replaced_counted is None
     again = await journal.store_receipt("j1", _receipt("r1"), verdict="valid_pinned", reason="",
                                         key_id="k", counted=True)
-    # Then there is still one receipt, counted
-    assert again.counted and not again.duplicate
+    # Then there is still one receipt, counted, and the caller is told it replaced a counted row
+    assert again.counted and not again.duplicate and again.replaced_counted is True
     assert [(r.receipt_id, r.counted) for r in await journal.receipts()] == [("r1", True)]
 
 

@@ -269,9 +269,13 @@ class Outbox:
         stored = await core.journal.store_receipt(
             record.job_id, receipt, verdict=check.verdict.value, reason=check.reason,
             key_id=check.key_id, counted=check.counted, resent=resent)
-        core.receipts = core.receipts.push(ReceiptView.of(stored))
+        if stored.replaced_counted is None:
+            core.receipts = core.receipts.push(ReceiptView.of(stored))
+            core.count(receipts=1, receipts_flagged=0 if stored.counted else 1)
+        else:  # the same receipt stored again: its row was replaced, not added
+            core.receipts = core.receipts.without(stored.receipt_id).push(ReceiptView.of(stored))
+            core.count(receipts_flagged=int(stored.replaced_counted) - int(stored.counted))
         core.earnings_dirty.set()
-        core.count(receipts=1, receipts_flagged=0 if stored.counted else 1)
         # the flag leads the message, so a line cut short (a terminal, a log viewer) keeps it
         if not stored.counted:
             flag, why = (("DUPLICATE", "not counted") if stored.duplicate

@@ -90,6 +90,27 @@ class ReceiptWindow(Sequence[ReceiptView]):
             window = window.push(receipt)
         return window
 
+    def without(self, receipt_id: str) -> ReceiptWindow:
+        """This window less the receipt stored under ``receipt_id`` (a receipt stored again
+        replaces its row). Looked for from the newest, where a replaced receipt usually is;
+        only the chunks from its own onwards are packed again."""
+        newer = 0
+        for receipt in self:
+            if receipt.receipt_id == receipt_id:
+                break
+            newer += 1
+        else:
+            return self
+        fresh = self._fresh
+        if newer < len(fresh):
+            at = len(fresh) - 1 - newer
+            return ReceiptWindow(self.limit, _packed=self._packed,
+                                 _fresh=fresh[:at] + fresh[at + 1:])
+        chunk = len(self._packed) - 1 - (newer - len(fresh)) // CHUNK
+        kept = ReceiptWindow(self.limit, _packed=self._packed[:chunk])
+        rest = (r for packed in self._packed[chunk:] for r in _unpack(packed))
+        return kept.extend((*(r for r in rest if r.receipt_id != receipt_id), *fresh))
+
     def __len__(self) -> int:
         return self._len
 

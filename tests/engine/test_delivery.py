@@ -88,6 +88,27 @@ async def test_an_uncertain_result_is_resent_on_2026_01_and_one_receipt_is_count
     assert "policy: resend" in steps[4][1]
 
 
+async def test_a_receipt_stored_again_under_its_id_shows_and_counts_once(
+    devnet: Devnet, make_engine, run_engine, read_journal
+) -> None:
+    # Given a delivered job and its receipt
+    job_id = (await devnet.submit_job({"type": "sha256", "data": "x"}))["job_id"]
+    engine = make_engine(devnet.url, cpu=1, pinned_key=devnet.public_key_id)
+    run_engine(engine)
+    await engine.wait_until(lambda s: s.counters.receipts == 1, timeout=15)
+    receipt = devnet.receipts[-1]
+    record = await engine.job_record(job_id)
+    assert record is not None
+    # When the same receipt arrives again (a coordinator answering with one it gave before)
+    await engine.outbox._store_receipt(record, dict(receipt))
+    # Then the journal's row is replaced, and the miner shows and counts it once
+    snap = engine.snapshot()
+    assert [r.receipt_id for r in snap.receipts] == [receipt["receipt_id"]]
+    assert snap.counters.receipts == 1 and snap.counters.receipts_flagged == 0
+    _, receipts = await read_journal(engine)
+    assert [(r.receipt_id, r.counted) for r in receipts] == [(receipt["receipt_id"], True)]
+
+
 async def test_outcomes_wait_out_a_stopped_coordinator_and_flow_again_after_restart(
     devnet: Devnet, make_engine, run_engine, read_journal
 ) -> None:

@@ -97,3 +97,23 @@ def test_snapshots_share_the_engines_window_and_travel_as_a_list() -> None:
     again = snapshot_from_json(to_jsonable(snap))
     assert again.receipts == tuple(window) and isinstance(again.receipts, tuple)
     assert again == snap  # a window equals the tuple it reads as, both ways
+
+
+@pytest.mark.parametrize("limit", [5, CHUNK, 3 * CHUNK + 7, 1000])
+def test_a_receipt_taken_out_leaves_the_others_in_order(limit: int) -> None:
+    for count in (3, limit, 2 * limit + CHUNK + 5):
+        window = ReceiptWindow.of((receipt(n) for n in range(count)), limit)
+        shown, newest_first = tuple(window), tuple(receipt(n) for n in reversed(range(count)))
+        for index in sorted({0, 1, CHUNK - 1, CHUNK, CHUNK + 3, len(shown) // 2,
+                             len(shown) - 1}):
+            if index >= len(shown):
+                continue
+            gone = shown[index].receipt_id
+            taken = window.without(gone)
+            # the newest that are left: the one taken out may uncover the next older one
+            left = tuple(r for r in newest_first if r.receipt_id != gone)
+            assert len(shown) - 1 <= len(taken) <= len(shown), (count, index)
+            assert tuple(taken) == left[:len(taken)], (count, index)
+            after = taken.push(receipt(10**6))  # and it goes on taking receipts
+            assert after[0] == receipt(10**6) and tuple(after)[1:] == left[:len(after) - 1]
+        assert window.without("not there") is window

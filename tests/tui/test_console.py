@@ -63,6 +63,14 @@ async def test_the_agents_console_shows_the_engines_receipt_window_without_a_cop
         assert table.added_total - added == 3 and len(table) == MAX_ROWS
         assert table.row(MAX_ROWS - 1) == held[MAX_ROWS - 4]
         assert table._rows is window  # no second copy of 10,000 receipts
+        # When the newest receipt is stored again, now not counted (its row replaced)
+        again = dataclasses.replace(newer[0], counted=False, verdict="invalid_signature")
+        window = window.without(again.receipt_id).push(again)
+        engine.publish(dataclasses.replace(snap, seq=3, receipts=window))
+        await until(pilot, lambda: not table.row(0).counted)
+        # Then the table shows the new row once, in place of the old one
+        assert table._rows is window and table.row(0) == again
+        assert table.row(1) == newer[1] and table.added_total - added == 3
 
 
 async def test_the_receipt_selection_survives_new_receipts() -> None:

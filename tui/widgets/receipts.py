@@ -176,6 +176,12 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
         if self._rows:
             newest = self._rows[0].receipt_id
             if receipts[0].receipt_id == newest:
+                if isinstance(receipts, ReceiptWindow) and receipts is not self._rows:
+                    # the engine's window changed under the same newest receipt (a receipt
+                    # stored again replaced its row): show its rows, not our copy
+                    resized, self._rows = len(receipts) != len(self._rows), receipts
+                    if resized:
+                        self._resize()
                 return 0
             fresh: list[ReceiptView] = []
             for receipt in receipts:
