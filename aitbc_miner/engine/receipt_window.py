@@ -9,11 +9,11 @@ could not reuse the last one's memory and its free-but-held memory grew with the
 
 A :class:`ReceiptWindow` is immutable. Its receipts lie oldest first in chunks of
 ``CHUNK``. Once a chunk is full, its fields are packed into one ``bytes`` object with
-``marshal`` and compressed with ``zlib`` (about 55 bytes a receipt, against about 115
-packed alone and 540 as objects: the verdicts, unit types and prices repeat, and the hex
-ids compress to about half). A new receipt
-makes a new window that shares every packed chunk with the one before it, so a snapshot
-costs ``O(CHUNK)`` however many receipts it holds, and each object it makes is small.
+``marshal`` and compressed with ``zlib``: about 65 bytes a receipt, against about 120
+packed alone and 420 as objects (the verdicts, unit types and prices repeat, and the hex
+ids compress to about half). A new receipt makes a new window that shares every packed
+chunk with the one before it, so a snapshot costs ``O(CHUNK)`` however many receipts it
+holds, and each object it makes is small.
 Reading a packed receipt unpacks its chunk (cached for the few chunks a screen shows).
 """
 
