@@ -380,14 +380,16 @@ class Journal:
                     "SELECT counted FROM receipts WHERE receipt_id=?", (receipt_id,)
                 ) as cur:
                     replaced = await cur.fetchone()
-                # A receipt stored again under its id replaces the row: the ledger reads
-                # what the old row said from here, to take it back out of its sums.
-                await self._db.execute(
-                    "INSERT INTO replaced_receipts(rowid_was, receipt_id, job_id, received_at,"
-                    " price, counted, duplicate) SELECT rowid, receipt_id, job_id, received_at,"
-                    " price, counted, duplicate FROM receipts WHERE receipt_id=?",
-                    (receipt_id,),
-                )
+                if replaced is not None:
+                    # A receipt stored again under its id replaces the row: the ledger reads
+                    # what the old row said from here, to take it back out of its sums.
+                    await self._db.execute(
+                        "INSERT INTO replaced_receipts(rowid_was, receipt_id, job_id,"
+                        " received_at, price, counted, duplicate) SELECT rowid, receipt_id,"
+                        " job_id, received_at, price, counted, duplicate FROM receipts"
+                        " WHERE receipt_id=?",
+                        (receipt_id,),
+                    )
                 await self._db.execute(
                     "INSERT OR REPLACE INTO receipts(receipt_id, job_id, received_at, units,"
                     " unit_type, price, verdict, reason, key_id, counted, duplicate, body)"

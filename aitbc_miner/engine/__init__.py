@@ -24,6 +24,5 @@ from .snapshot import (
 __all__ = [
     "FINAL_STATES", "ConnectionView", "Counters", "Engine", "Event", "JobRecord", "JobState",
     "Link", "LoopView", "Mode", "Outcome", "OutcomeView", "ReceiptWindow", "RunningJob", "Slot",
-    "SlotPool",
-    "SlotState", "SlotView", "Snapshot", "Tuning",
+    "SlotPool", "SlotState", "SlotView", "Snapshot", "Tuning",
 ]

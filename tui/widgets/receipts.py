@@ -175,14 +175,6 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
             return 0
         if self._rows:
             newest = self._rows[0].receipt_id
-            if receipts[0].receipt_id == newest:
-                if isinstance(receipts, ReceiptWindow) and receipts is not self._rows:
-                    # the engine's window changed under the same newest receipt (a receipt
-                    # stored again replaced its row): show its rows, not our copy
-                    resized, self._rows = len(receipts) != len(self._rows), receipts
-                    if resized:
-                        self._resize()
-                return 0
             fresh: list[ReceiptView] = []
             for receipt in receipts:
                 if receipt.receipt_id == newest:
@@ -193,8 +185,10 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
         else:
             fresh = list(receipts)
         self._measure(fresh)
-        added = len(fresh)
-        if isinstance(receipts, ReceiptWindow):  # the engine's: it holds ours and the new
+        added, shown = len(fresh), len(self._rows)
+        # The engine's window holds ours and the new, less the old row of a receipt stored
+        # again: it may change under the same newest receipt, so it is always adopted.
+        if isinstance(receipts, ReceiptWindow):
             self._rows = receipts
         else:
             self._rows = self._rows.extend(reversed(fresh))  # oldest of the new ones first
@@ -204,6 +198,8 @@ class ReceiptsTable(SortAndSearch, ScrollView, can_focus=True):
                 self._rebuild_view()
             else:
                 self._after_add(added)
+        elif len(self._rows) != shown:  # taking the old row out uncovered an older one
+            self._resize()
         return added
 
     def _reset(self, receipts: Sequence[ReceiptView]) -> int:
